@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv and installs selfalign with its dev extras.
+# On a machine without an NVIDIA GPU it installs the CPU build of torch (no multi-GB CUDA download).
+# GPU users: install the torch build for your CUDA first (https://pytorch.org/get-started/locally/),
+# then run `pip install -e ".[dev]"` (and ".[deepspeed]" / ".[vllm]" as needed); pip keeps your torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    .venv/bin/pip install -q "torch==2.13.0"
+  else
+    .venv/bin/pip install -q "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+.venv/bin/pip install -q -e ".[dev]"

@@ -1,0 +1,5 @@
+import sys
+
+from selfalign.cli import main
+
+sys.exit(main())

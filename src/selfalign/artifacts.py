@@ -1,0 +1,159 @@
+"""The run directory: atomic JSON/JSONL writes, resumable chunked stages, and the manifest.
+
+Every artifact is written to a temporary sibling and moved into place with `os.replace`, so a
+reader (or a resumed run) sees either the whole file or none of it, whatever moment the writer
+was killed at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one line (metrics logs). A torn last line from a kill is skipped by `read_jsonl_tolerant`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Move a fully written directory into place (the old one, if any, is removed first)."""
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    os.replace(tmp_dir, final_dir)
+
+
+def run_in_chunks(
+    items: Sequence[Any],
+    chunk_size: int,
+    parts_dir: Path,
+    compute: Callable[[int, Sequence[Any]], list[dict]],
+) -> list[dict]:
+    """Process `items` chunk by chunk, writing each chunk's rows to `parts_dir/NNNNN.jsonl` atomically.
+
+    A chunk whose part file exists is read back instead of recomputed, so a stage killed halfway
+    resumes at its first missing chunk; rows are never duplicated or lost. `compute(i, chunk)` gets
+    the chunk index (for seeding) and must be deterministic in it.
+    """
+    rows: list[dict] = []
+    for i, start in enumerate(range(0, len(items), chunk_size)):
+        part = parts_dir / f"{i:05d}.jsonl"
+        if part.exists():
+            rows.extend(read_jsonl(part))
+            continue
+        chunk_rows = compute(i, items[start : start + chunk_size])
+        write_jsonl(part, chunk_rows)
+        rows.extend(chunk_rows)
+    return rows
+
+
+class RunDir:
+    """OUTPUT_DIR layout (DESIGN.md, "Run directory") and the manifest of finished stages."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest_path = self.root / "manifest.json"
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.summary_path = self.root / "summary.json"
+        self.recipe_path = self.root / "recipe.yaml"
+        self._manifest = read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
+
+    def round_dir(self, t: int) -> Path:
+        return self.root / f"round_{t}"
+
+    def parts_dir(self, t: int, stage: str) -> Path:
+        return self.round_dir(t) / ".parts" / stage
+
+    @staticmethod
+    def key(t: int, stage: str) -> str:
+        return f"round_{t}/{stage}"
+
+    def is_done(self, t: int, stage: str) -> bool:
+        return self.key(t, stage) in self._manifest["stages"]
+
+    def stage_info(self, t: int, stage: str) -> dict:
+        return self._manifest["stages"][self.key(t, stage)]
+
+    def mark_done(self, t: int, stage: str, artifact: Path | None, seconds: float, **info: Any) -> None:
+        entry = {"finished_at": time.time(), "seconds": round(seconds, 3), **info}
+        if artifact is not None:
+            entry["artifact"] = str(artifact.relative_to(self.root))
+            entry["sha256"] = file_sha256(artifact)
+        self._manifest["stages"][self.key(t, stage)] = entry
+        write_json(self.manifest_path, self._manifest)
+        parts = self.round_dir(t) / ".parts" / stage
+        if parts.exists():
+            shutil.rmtree(parts)
+
+    def check_artifact(self, t: int, stage: str) -> None:
+        """Raise if a finished stage's artifact went missing or changed since it was written."""
+        entry = self.stage_info(t, stage)
+        if "artifact" not in entry:
+            return
+        path = self.root / entry["artifact"]
+        if not path.exists():
+            raise RuntimeError(f"{path}: recorded as finished in manifest.json but missing")
+        if file_sha256(path) != entry["sha256"]:
+            raise RuntimeError(f"{path}: changed since it was written (sha256 differs from manifest.json)")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._manifest.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self._manifest[key] = value
+        write_json(self.manifest_path, self._manifest)

@@ -1,0 +1,398 @@
+"""The recipe: a typed schema (dataclasses), YAML loading, `--set` overrides, and validation.
+
+Every user mistake (unknown key, wrong type, value out of range) becomes one `ConfigError` line
+naming the file, the key path and what is allowed, e.g.
+
+    recipes/x.yaml: generation.temprature: unknown key; did you mean 'temperature'?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from selfalign.data.sandbox_model import SandboxModelConfig
+
+
+class ConfigError(ValueError):
+    """A recipe mistake; the message is one line and is shown without a traceback."""
+
+
+def _opt(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
+         lo_open: bool = False, factory: Any = None) -> Any:
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    path: str = "sandbox"  # "sandbox" (built on first use) or a local dir / hub id
+    sandbox: SandboxModelConfig = field(default_factory=SandboxModelConfig)
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+
+@dataclass
+class PromptsConfig:
+    source: str = "sandbox://arith"  # sandbox://arith?terms=3&digits=2&seed=0, a .jsonl file, or an HF dataset
+    eval_source: str | None = None  # default: held-out rows of `source` (sandbox: its eval split)
+    train_per_round: int = _opt(256, lo=1)
+    eval_prompts: int = _opt(512, lo=0)
+    split: str = "train"  # HF dataset split
+    field: str = "prompt"  # the prompt column; rows with chat `messages` are read too
+    answer_field: str = "answer"  # ground truth for a verifier, when the rows have one
+    on_bad_row: Literal["fail", "skip"] = "fail"
+    chat_template: Literal["auto", "never"] = "auto"
+
+
+@dataclass
+class SeedSFTConfig:
+    enabled: bool = False
+    data: str | None = None  # rows with prompt + completion (JSONL / HF dataset / sandbox://arith)
+    judge_data: str | None = None  # judge-training rows: rubric prompt + target judgment (sandbox://arith-judge)
+    max_examples: int = _opt(2048, lo=1)
+    epochs: float = _opt(1.0, lo=0.0, lo_open=True)
+    learning_rate: float = _opt(1e-5, lo=0.0, lo_open=True)
+    batch_size: int = _opt(16, lo=1)
+
+
+@dataclass
+class GenerationConfig:
+    backend: Literal["transformers", "vllm"] = "transformers"
+    samples_per_prompt: int = _opt(4, lo=1)
+    temperature: float = _opt(0.7, lo=0.0)
+    top_p: float = _opt(0.9, lo=0.0, hi=1.0, lo_open=True)
+    max_new_tokens: int = _opt(256, lo=1)
+    batch_size: int = _opt(64, lo=1)
+    stop: list[str] = _opt(factory=list)
+    chunk_prompts: int = _opt(64, lo=1)  # prompts per resumable chunk
+
+
+@dataclass
+class JudgeConfig:
+    """LLM-as-a-judge (SRLM): `generate` samples a written judgment, `expected` reads Σ k·p(k)."""
+
+    mode: Literal["generate", "expected"] = "generate"
+    template: str = "srlm"  # "srlm", "sandbox", or a template text with {prompt} and {response}
+    expected_template: str | None = None  # for `expected` with a custom template; default: template + "\nScore: "
+    num_judgments: int = _opt(3, lo=1)
+    temperature: float = _opt(0.7, lo=0.0)
+    top_p: float = _opt(0.9, lo=0.0, hi=1.0, lo_open=True)
+    max_new_tokens: int = _opt(256, lo=1)
+    batch_size: int = _opt(64, lo=1)
+
+
+@dataclass
+class LikelihoodConfig:
+    """Log-likelihood of the response under the current model (length-normalised by default)."""
+
+    normalize: bool = True
+    batch_size: int = _opt(32, lo=1)
+
+
+@dataclass
+class ImplicitConfig:
+    """DPO implicit reward β·(log π_t(y|x) − log π_ref(y|x))."""
+
+    reference: Literal["initial", "previous"] = "initial"
+    beta: float = _opt(1.0, lo=0.0, lo_open=True)
+    batch_size: int = _opt(32, lo=1)
+
+
+@dataclass
+class VerifierConfig:
+    """Ground truth (sandbox): an oracle for comparison runs, never a default reward."""
+
+
+@dataclass
+class RewardsConfig:
+    judge: JudgeConfig | None = None
+    likelihood: LikelihoodConfig | None = None
+    implicit: ImplicitConfig | None = None
+    verifier: VerifierConfig | None = None
+
+    def enabled(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass
+class PairsConfig:
+    rule: Literal["best_vs_worst"] = "best_vs_worst"
+    reward: str = "judge"  # which reward source ranks the samples
+    min_margin: float = _opt(0.0, lo=0.0)  # drop a prompt when best − worst ≤ this (ties always dropped)
+
+
+@dataclass
+class LoraOptions:
+    r: int = _opt(16, lo=1)
+    alpha: int = _opt(32, lo=1)
+    dropout: float = _opt(0.0, lo=0.0, hi=1.0)
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class TrainConfig:
+    algorithm: Literal["dpo"] = "dpo"
+    beta: float = _opt(0.1, lo=0.0, lo_open=True)
+    learning_rate: float = _opt(1e-6, lo=0.0, lo_open=True)
+    epochs: float = _opt(1.0, lo=0.0, lo_open=True)
+    batch_size: int = _opt(8, lo=1)
+    gradient_accumulation_steps: int = _opt(1, lo=1)
+    lr_scheduler_type: str = "linear"
+    warmup_steps: float = _opt(0.0, lo=0.0)  # steps, or a fraction of all steps when < 1 (transformers)
+    max_length: int | None = None
+    lora: LoraOptions | None = None  # null: full fine-tuning
+    dpo: dict[str, Any] = _opt(factory=dict)  # any other trl.DPOConfig field, passed through
+
+
+@dataclass
+class EvalConfig:
+    greedy: bool = True
+    sampled: bool = True
+    temperature: float = _opt(1.0, lo=0.0, lo_open=True)
+    top_p: float = _opt(1.0, lo=0.0, hi=1.0, lo_open=True)
+    max_new_tokens: int | None = None  # default: generation.max_new_tokens
+    batch_size: int = _opt(128, lo=1)
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = True
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"  # auto: online iff WANDB_API_KEY is set
+    project: str = "selfalign"
+    entity: str | None = None
+    name: str | None = None
+    tags: list[str] = _opt(factory=list)
+
+
+@dataclass
+class TrackingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    console: bool = True
+    log_samples: int = _opt(16, lo=0)  # rows per round in the W&B table of sampled responses
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seed: int = 0
+    rounds: int = _opt(3, lo=0)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    seed_sft: SeedSFTConfig = field(default_factory=SeedSFTConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    rewards: RewardsConfig = field(default_factory=lambda: RewardsConfig(judge=JudgeConfig()))
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with one-line errors
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string",
+            type(None): "null", Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        # A mapping meant for the dataclass member gets that member's precise error.
+        for a in args:
+            if dataclasses.is_dataclass(a) and isinstance(value, dict):
+                raise errors[[x for x in args if x is not type(None)].index(a)]
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"{where}: {value!r} is not allowed; expected {_type_name(tp)}{extra}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML reads 1e-6 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported schema type {tp!r} at {where}")
+
+
+def _check_range(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ConfigError(f"{where}: {value!r} is out of range; must be {'>' if lo_open else '>='} {lo:g}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where}: {value!r} is out of range; must be <= {hi:g}")
+
+
+def build(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; `where` is the key path used in error messages."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'recipe'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(fields)}"
+            raise ConfigError(f"{path}: unknown key{extra}")
+        converted = _convert(value, hints[key], path)
+        _check_range(converted, fields[key].metadata, path)
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a recipe file
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment}: expected KEY.PATH=VALUE")
+    key, text = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def _cross_checks(recipe: Recipe) -> None:
+    enabled = recipe.rewards.enabled()
+    if recipe.rounds > 0 and recipe.pairs.reward not in enabled:
+        allowed = ", ".join(enabled) or "none configured"
+        raise ConfigError(f"pairs.reward: {recipe.pairs.reward!r} is not a configured reward; configured: {allowed}")
+    if recipe.generation.samples_per_prompt < 2 and recipe.rounds > 0:
+        raise ConfigError("generation.samples_per_prompt: must be >= 2 to build preference pairs")
+    if recipe.seed_sft.enabled and not (recipe.seed_sft.data or recipe.seed_sft.judge_data):
+        raise ConfigError("seed_sft: enabled but neither seed_sft.data nor seed_sft.judge_data is set")
+    if recipe.train.dpo:
+        from trl import DPOConfig
+
+        allowed = {f.name for f in dataclasses.fields(DPOConfig)}
+        for key in recipe.train.dpo:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ConfigError(f"train.dpo.{key}: not a trl.DPOConfig field{extra}")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe; raises ConfigError with a one-line message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read recipe ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{loc} invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")
+    return recipe_from_dict(raw, overrides, source=str(path))
+
+
+def recipe_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "recipe") -> Recipe:
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy
+    for assignment in overrides:
+        try:
+            _apply_override(raw, assignment)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    try:
+        recipe = build(Recipe, raw)
+        _cross_checks(recipe)
+    except ConfigError as e:
+        set_keys = [a.split("=", 1)[0] for a in overrides]
+        origin = " (from --set)" if any(str(e).startswith(k) for k in set_keys) else ""
+        raise ConfigError(f"{source}: {e}{origin}") from None
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False)

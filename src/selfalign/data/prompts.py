@@ -1,0 +1,168 @@
+"""Prompt sources: `sandbox://arith?...`, JSONL files, and Hugging Face datasets.
+
+Each source yields rows `{"id", "prompt", "messages"?, "answer"?}`. `prompt` is the raw user text;
+`render_prompt` turns it into the model's input (its chat template when it has one). A malformed
+row names its file and row number; `on_bad_row` chooses between failing and skipping with a count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlparse
+
+from selfalign.config import ConfigError
+from selfalign.data.sandbox import ArithTask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PromptSet:
+    rows: list[dict]
+    skipped: int = 0
+    verifier: str | None = None  # "sandbox" when every row is checkable by the sandbox verifier
+
+
+def parse_sandbox_uri(uri: str) -> tuple[str, ArithTask]:
+    """`sandbox://arith?terms=3&digits=2&seed=0` → ("arith", ArithTask(...))."""
+    parsed = urlparse(uri)
+    name = parsed.netloc or parsed.path.lstrip("/")
+    if name not in ("arith", "arith-judge"):
+        raise ConfigError(f"{uri}: unknown sandbox task {name!r}; available: arith, arith-judge")
+    params = dict(parse_qsl(parsed.query))
+    kwargs = {}
+    for key, value in params.items():
+        if key not in ("terms", "digits", "seed"):
+            raise ConfigError(f"{uri}: unknown sandbox parameter {key!r}; allowed: terms, digits, seed")
+        try:
+            kwargs[key] = int(value)
+        except ValueError:
+            raise ConfigError(f"{uri}: sandbox parameter {key} must be an integer, got {value!r}") from None
+    if kwargs.get("terms", 3) < 2 or kwargs.get("digits", 2) < 1:
+        raise ConfigError(f"{uri}: need terms >= 2 and digits >= 1")
+    return name, ArithTask(**kwargs)
+
+
+def _validate_row(raw: object, where: str, field: str, answer_field: str) -> dict:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    row: dict = {}
+    if field in raw:
+        prompt = raw[field]
+        if not isinstance(prompt, str):
+            raise ValueError(f"{where}: field {field!r} must be a string, got {type(prompt).__name__}")
+        if not prompt.strip():
+            raise ValueError(f"{where}: field {field!r} is empty")
+        row["prompt"] = prompt
+    elif "messages" in raw:
+        messages = raw["messages"]
+        if (not isinstance(messages, list) or not messages
+                or not all(isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m
+                           for m in messages)):
+            raise ValueError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+        # The prompt is the conversation up to the last user turn; a trailing assistant turn is dropped.
+        while messages and messages[-1]["role"] == "assistant":
+            messages = messages[:-1]
+        if not messages or not messages[-1]["content"].strip():
+            raise ValueError(f"{where}: 'messages' has no non-empty user turn")
+        row["messages"] = messages
+        row["prompt"] = messages[-1]["content"]
+    else:
+        raise ValueError(f"{where}: missing field {field!r} (or chat 'messages')")
+    if answer_field in raw and raw[answer_field] is not None:
+        row["answer"] = str(raw[answer_field])
+    if "id" in raw:
+        row["id"] = str(raw["id"])
+    return row
+
+
+def _collect(items, field: str, answer_field: str, on_bad_row: str) -> PromptSet:
+    """`items` yields (where, raw row or the ValueError that reading it raised)."""
+    rows, skipped = [], 0
+    for i, (where, raw) in enumerate(items):
+        try:
+            if isinstance(raw, ValueError):
+                raise raw
+            row = _validate_row(raw, where, field, answer_field)
+        except ValueError as e:
+            if on_bad_row == "fail":
+                raise ConfigError(f"{e} (set prompts.on_bad_row: skip to skip bad rows)") from None
+            skipped += 1
+            log.warning("skipping bad prompt row: %s", e)
+            continue
+        row.setdefault("id", str(i))
+        rows.append(row)
+    if skipped:
+        log.warning("skipped %d malformed prompt rows", skipped)
+    return PromptSet(rows, skipped)
+
+
+def _read_jsonl(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}: row {lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield where, ValueError(f"{where}: invalid JSON ({e.msg})")
+
+
+def load_prompts(source: str, *, split: str = "train", field: str = "prompt", answer_field: str = "answer",
+                 on_bad_row: str = "fail", sandbox_split: str = "train", start: int = 0,
+                 limit: int | None = None) -> PromptSet:
+    """Load rows [start, start+limit) of a prompt source."""
+    if source.startswith("sandbox://"):
+        _, task = parse_sandbox_uri(source)
+        if limit is None:
+            raise ConfigError(f"{source}: the sandbox source is unbounded; a row count is needed")
+        return PromptSet(task.problems(limit, split=sandbox_split, start=start), 0, verifier="sandbox")
+    path = Path(source)
+    if path.suffix in (".jsonl", ".json"):
+        if not path.is_file():
+            raise ConfigError(f"{source}: prompt file not found")
+        prompts = _collect(_read_jsonl(path), field, answer_field, on_bad_row)
+    else:
+        prompts = _load_hf(source, split, field, answer_field, on_bad_row)
+    return _slice(prompts, start, limit, source)
+
+
+def _slice(ps: PromptSet, start: int, limit: int | None, source: str) -> PromptSet:
+    end = len(ps.rows) if limit is None else start + limit
+    if end > len(ps.rows):
+        raise ConfigError(f"{source}: needs {end} prompt rows but has only {len(ps.rows)} valid rows")
+    return PromptSet(ps.rows[start:end], ps.skipped, ps.verifier)
+
+
+def _load_hf(source: str, split: str, field: str, answer_field: str, on_bad_row: str) -> PromptSet:
+    import datasets
+
+    path = Path(source)
+    try:
+        if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise ConfigError(f"{source}: no split {split!r}; available: {', '.join(ds)}")
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(source, split=split)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets raises many types; the user gets one line
+        raise ConfigError(f"{source}: cannot load prompts as a JSONL file or HF dataset ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return _collect(((f"{source} [{split}]: row {i}", r) for i, r in enumerate(ds)), field, answer_field,
+                    on_bad_row)
+
+
+def render_prompt(tokenizer, row: dict, use_chat_template: str = "auto") -> str:
+    """The model input for a row: the chat template when the tokenizer has one, else the raw prompt."""
+    if use_chat_template == "auto" and getattr(tokenizer, "chat_template", None):
+        messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return row["prompt"]

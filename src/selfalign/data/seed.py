@@ -1,0 +1,72 @@
+"""Seed SFT examples: instruction-following data and judge-training data, as `{prompt, completion}` rows.
+
+Sources: `sandbox://arith` (correct worked solutions), `sandbox://arith-judge` (the sandbox judge
+prompt on correct and planted-error solutions, with the target written judgment), or a JSONL file /
+HF dataset with `prompt` and `completion` columns (or chat `messages` ending in an assistant turn).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from selfalign.config import ConfigError
+from selfalign.data import sandbox
+from selfalign.data.prompts import parse_sandbox_uri
+
+
+def _sandbox_examples(uri: str, n: int, seed: int) -> list[dict]:
+    name, task = parse_sandbox_uri(uri)
+    rows = task.problems(n, split="train", start=10_000_000)  # far from the rounds' prompt slices
+    if name == "arith":
+        return [{"prompt": r["prompt"], "completion": sandbox.solve(r["prompt"])} for r in rows]
+    rng = random.Random(seed)
+    out = []
+    for r in rows:
+        response = sandbox.solve(r["prompt"]) if rng.random() < 0.5 else sandbox.plant_error(r["prompt"], rng)[0]
+        out.append({"prompt": sandbox.JUDGE_TEMPLATE.format(prompt=r["prompt"], response=response),
+                    "completion": sandbox.judgment(r["prompt"], response)})
+    return out
+
+
+def _file_examples(source: str, n: int) -> list[dict]:
+    path = Path(source)
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise ConfigError(f"{source}: seed SFT file not found")
+        raw = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        raw.append((f"{source}: row {lineno}", json.loads(line)))
+                    except json.JSONDecodeError as e:
+                        raise ConfigError(f"{source}: row {lineno}: invalid JSON ({e.msg})") from None
+    else:
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(source) if path.is_dir() else datasets.load_dataset(source, split="train")
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(f"{source}: cannot load seed SFT data ({type(e).__name__})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"]
+        raw = [(f"{source}: row {i}", r) for i, r in enumerate(ds)]
+    out = []
+    for where, r in raw[:n]:
+        if isinstance(r.get("prompt"), str) and isinstance(r.get("completion"), str) and r["prompt"].strip():
+            out.append({"prompt": r["prompt"], "completion": r["completion"]})
+        elif isinstance(r.get("messages"), list) and r["messages"] and r["messages"][-1].get("role") == "assistant":
+            *context, answer = r["messages"]
+            out.append({"prompt": context, "completion": [answer]})
+        else:
+            raise ConfigError(f"{where}: a seed SFT row needs string 'prompt' and 'completion' "
+                              "(or 'messages' ending with an assistant turn)")
+    return out
+
+
+def load_seed_examples(source: str, n: int, seed: int) -> list[dict]:
+    if source.startswith("sandbox://"):
+        return _sandbox_examples(source, n, seed)
+    return _file_examples(source, n)

@@ -1,0 +1,385 @@
+"""The round loop: seed SFT (optional) → round 0 eval → rounds of generate → reward → pairs → train → eval.
+
+    selfalign run recipes/quickstart.yaml
+
+Round t (t ≥ 1) starts from M_{t-1}, samples and rewards with it, trains M_t, evaluates M_t. Every
+stage reads its inputs from and writes its outputs to the run directory; a finished stage (listed
+in manifest.json) is never recomputed, and the long stages write resumable chunks, so the same
+command after a kill continues where the run stopped.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from selfalign import models
+from selfalign.artifacts import (
+    RunDir,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    replace_dir,
+    run_in_chunks,
+    write_json,
+    write_jsonl,
+)
+from selfalign.config import ConfigError, Recipe, dump_recipe, to_dict
+from selfalign.data.pairs import build_pairs
+from selfalign.data.prompts import load_prompts, render_prompt
+from selfalign.generation import generate
+from selfalign.rewards import build_rewards
+from selfalign.rewards.verifier import is_correct
+from selfalign.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+ROUND_STAGES = ("generate", "reward", "pairs", "train", "eval")
+
+
+def chunk_seed(seed: int, t: int, stage: str, chunk: int) -> int:
+    return (seed * 1_000_003 + t * 10_007 + sum(map(ord, stage)) * 101 + chunk) % (2**31)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def judge_pairwise_accuracy(groups: list[list[tuple[float | None, bool]]]) -> tuple[float | None, int]:
+    """P(score(right) > score(wrong)) over (right, wrong) sample pairs of the same prompt; ties count half."""
+    wins, n = 0.0, 0
+    for samples in groups:
+        right = [s for s, ok in samples if ok and s is not None]
+        wrong = [s for s, ok in samples if not ok and s is not None]
+        for r in right:
+            for w in wrong:
+                wins += 1.0 if r > w else 0.5 if r == w else 0.0
+                n += 1
+    return (wins / n if n else None), n
+
+
+class Engine:
+    def __init__(self, recipe: Recipe, output_dir: str | Path):
+        self.recipe = recipe
+        self.run = RunDir(output_dir)
+        self._models: dict[int, torch.nn.Module] = {}
+        self._tokenizer = None
+        self.device = models.default_device()
+
+    # ----------------------------------------------------------------------------- set-up
+
+    def _check_recipe(self) -> None:
+        """A resumed run must use the recipe it started with (rounds and tracking may change)."""
+        current = to_dict(self.recipe)
+        if self.run.recipe_path.exists():
+            saved = yaml.safe_load(self.run.recipe_path.read_text()) or {}
+            diffs = [k for k in current if k not in ("rounds", "tracking") and current[k] != saved.get(k)]
+            if diffs:
+                raise ConfigError(f"{self.run.root}: this run directory was started with a different recipe "
+                                  f"(differs in: {', '.join(diffs)}); use another --output-dir")
+        atomic_write_text(self.run.recipe_path, dump_recipe(self.recipe))
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = models.load_tokenizer(self.base_path, self.recipe.model)
+        return self._tokenizer
+
+    @property
+    def base_path(self) -> str:
+        path = self.run.root / "round_0" / "model"
+        return str(path) if path.exists() else models.base_model_path(self.recipe.model)
+
+    def model(self, t: int) -> torch.nn.Module:
+        """M_t in eval mode, cached; older models are dropped unless a reward needs them."""
+        if t not in self._models:
+            m = models.load_round_model(self.recipe.model, self.run.root, t, self.device)
+            m.eval()
+            self._models[t] = m
+        return self._models[t]
+
+    def _release(self, keep: set[int]) -> None:
+        for t in [t for t in self._models if t not in keep]:
+            del self._models[t]
+        gc.collect()
+
+    def _prompt_rows(self, rows: list[dict]) -> list[dict]:
+        for r in rows:
+            r["prompt_text"] = render_prompt(self.tokenizer, r, self.recipe.prompts.chat_template)
+        return rows
+
+    def train_prompts(self, t: int) -> list[dict]:
+        p = self.recipe.prompts
+        ps = load_prompts(p.source, split=p.split, field=p.field, answer_field=p.answer_field,
+                          on_bad_row=p.on_bad_row, start=(t - 1) * p.train_per_round, limit=p.train_per_round)
+        return self._prompt_rows(ps.rows)
+
+    def eval_prompts(self) -> list[dict]:
+        p = self.recipe.prompts
+        if p.eval_source is None and p.source.startswith("sandbox://"):
+            ps = load_prompts(p.source, sandbox_split="eval", limit=p.eval_prompts)
+        elif p.eval_source is None:
+            # Held out: the last eval_prompts rows of the source, which train slices never reach.
+            ps = load_prompts(p.source, split=p.split, field=p.field, answer_field=p.answer_field,
+                              on_bad_row=p.on_bad_row)
+            if len(ps.rows) < p.eval_prompts + self.recipe.rounds * p.train_per_round:
+                raise ConfigError(f"prompts.source: {len(ps.rows)} rows cannot hold {self.recipe.rounds} rounds × "
+                                  f"{p.train_per_round} train prompts plus {p.eval_prompts} held-out eval prompts; "
+                                  "set prompts.eval_source or lower the counts")
+            ps.rows = ps.rows[len(ps.rows) - p.eval_prompts:]
+        else:
+            ps = load_prompts(p.eval_source, split=p.split, field=p.field, answer_field=p.answer_field,
+                              on_bad_row=p.on_bad_row, sandbox_split="eval", limit=p.eval_prompts)
+        return self._prompt_rows(ps.rows)
+
+    # ----------------------------------------------------------------------------- the loop
+
+    def run_all(self) -> dict:
+        self._check_recipe()
+        self.tracker = Tracker(self.run, self.recipe.tracking, to_dict(self.recipe))
+        try:
+            if self.recipe.seed_sft.enabled:
+                self._stage(0, "seed_sft", self.seed_sft)
+            self._stage(0, "eval", self.evaluate)
+            self._report(0)
+            for t in range(1, self.recipe.rounds + 1):
+                for stage in ROUND_STAGES:
+                    self._stage(t, stage, getattr(self, stage if stage != "eval" else "evaluate"))
+                self._report(t)
+        finally:
+            self.tracker.finish()
+        return read_json(self.run.summary_path)
+
+    def _stage(self, t: int, stage: str, fn) -> None:
+        if self.run.is_done(t, stage):
+            self.run.check_artifact(t, stage)
+            return
+        log.info("round %d: %s", t, stage)
+        start = time.time()
+        artifact, info = fn(t)
+        self.run.mark_done(t, stage, artifact, time.time() - start, **info)
+
+    # ----------------------------------------------------------------------------- stages
+
+    def seed_sft(self, t: int):
+        from selfalign.data.seed import load_seed_examples
+        from selfalign.trainers.sft import train_sft
+
+        cfg = self.recipe.seed_sft
+        examples = []
+        for source in (cfg.data, cfg.judge_data):
+            if source:
+                examples += load_seed_examples(source, cfg.max_examples, self.recipe.seed)
+        model = models.load_model(models.base_model_path(self.recipe.model), self.recipe.model, self.device)
+        out = self.run.round_dir(0) / "model"
+        trainer = train_sft(model, self.tokenizer, examples, cfg, self.run.round_dir(0) / "trainer", self.recipe.seed)
+        tmp = out.with_name(".model.tmp")
+        trainer.save_model(str(tmp))
+        self.tokenizer.save_pretrained(str(tmp))
+        replace_dir(tmp, out)
+        self._models.clear()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        return out, {"examples": len(examples), "loss": sum(losses) / max(len(losses), 1)}
+
+    def generate(self, t: int):
+        g = self.recipe.generation
+        rows = self.train_prompts(t)
+        model = self.model(t - 1)
+
+        def compute(ci: int, chunk: list[dict]) -> list[dict]:
+            torch.manual_seed(chunk_seed(self.recipe.seed, t, "generate", ci))
+            samples = generate(model, self.tokenizer, [r["prompt_text"] for r in chunk],
+                               num_samples=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p,
+                               max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, stop=g.stop)
+            return [{"prompt_id": r["id"], "prompt": r["prompt"], "prompt_text": r["prompt_text"],
+                     "answer": r.get("answer"), "sample": k, "response": s.text, "token_ids": s.token_ids,
+                     "logprobs": [round(x, 5) for x in s.logprobs], "finish_reason": s.finish_reason}
+                    for r, ss in zip(chunk, samples, strict=True) for k, s in enumerate(ss)]
+
+        out_rows = run_in_chunks(rows, g.chunk_prompts, self.run.parts_dir(t, "generate"), compute)
+        path = self.run.round_dir(t) / "generations.jsonl"
+        write_jsonl(path, out_rows)
+        return path, {"prompts": len(rows), "samples": len(out_rows)}
+
+    def _reference(self, t: int):
+        cfg = self.recipe.rewards.implicit
+        if cfg is None:
+            return None
+        return self.model(0 if cfg.reference == "initial" else max(t - 2, 0))
+
+    def reward(self, t: int):
+        gens = read_jsonl(self.run.round_dir(t) / "generations.jsonl")
+        rewards = build_rewards(self.recipe.rewards, self.model(t - 1), self.tokenizer, self._reference(t),
+                                self.recipe.seed)
+        k = self.recipe.generation.samples_per_prompt
+
+        def compute(ci: int, chunk: list[dict]) -> list[dict]:
+            torch.manual_seed(chunk_seed(self.recipe.seed, t, "reward", ci))
+            rows = [{"id": g["prompt_id"], "prompt": g["prompt"], "prompt_text": g["prompt_text"],
+                     "answer": g.get("answer")} for g in chunk]
+            responses = [g["response"] for g in chunk]
+            out = [{"prompt_id": g["prompt_id"], "sample": g["sample"], "scores": {}, "details": {}} for g in chunk]
+            for name, rm in rewards.items():
+                result = rm.score(rows, responses)
+                for o, s, d in zip(out, result.scores, result.details or [{}] * len(out), strict=True):
+                    o["scores"][name] = s
+                    if d:
+                        o["details"][name] = d
+            return out
+
+        chunk = self.recipe.generation.chunk_prompts * k
+        out_rows = run_in_chunks(gens, chunk, self.run.parts_dir(t, "reward"), compute)
+        path = self.run.round_dir(t) / "rewards.jsonl"
+        write_jsonl(path, out_rows)
+        return path, self._reward_stats(gens, out_rows)
+
+    def _reward_stats(self, gens: list[dict], rewards: list[dict]) -> dict:
+        stats: dict = {}
+        for name in self.recipe.rewards.enabled():
+            values = [r["scores"][name] for r in rewards if r["scores"].get(name) is not None]
+            stats[f"{name}_mean"], stats[f"{name}_std"] = _mean_std(values)
+            stats[f"{name}_unscored"] = len(rewards) - len(values)
+        if self.recipe.rewards.judge is not None and self.recipe.rewards.judge.mode == "generate":
+            stats["judge_parse_failures"] = sum(r["details"].get("judge", {}).get("parse_failures", 0)
+                                                for r in rewards)
+        src = self.recipe.pairs.reward
+        stats["mean"], stats["std"] = stats.get(f"{src}_mean"), stats.get(f"{src}_std")
+        if self.recipe.rewards.judge is not None and all(g.get("answer") is not None for g in gens):
+            # How well the judge separates right from wrong samples (ground truth used only to measure).
+            groups: dict = {}
+            for g, r in zip(gens, rewards, strict=True):
+                groups.setdefault(g["prompt_id"], []).append(
+                    (r["scores"].get("judge"), is_correct({"prompt": g["prompt"], "answer": g["answer"]},
+                                                           g["response"])))
+            stats["judge_pairwise_accuracy"], stats["judge_pairs"] = judge_pairwise_accuracy(list(groups.values()))
+            flat = [ok for grp in groups.values() for _, ok in grp]
+            stats["sample_accuracy"] = sum(flat) / len(flat)
+        return stats
+
+    def pairs(self, t: int):
+        gens = read_jsonl(self.run.round_dir(t) / "generations.jsonl")
+        rewards = read_jsonl(self.run.round_dir(t) / "rewards.jsonl")
+        groups: dict[str, dict] = {}
+        for g, r in zip(gens, rewards, strict=True):
+            grp = groups.setdefault(g["prompt_id"], {"row": {"id": g["prompt_id"], "prompt_text": g["prompt_text"],
+                                                             "answer": g.get("answer"), "prompt": g["prompt"]},
+                                                     "samples": []})
+            grp["samples"].append({"response": g["response"], "scores": r["scores"]})
+        pairs, dropped = build_pairs(list(groups.values()), self.recipe.pairs.reward, self.recipe.pairs.min_margin)
+        info = {"kept": len(pairs), "dropped_ties": dropped}
+        if pairs and all(grp["row"]["answer"] is not None for grp in groups.values()):
+            rows = {pid: grp["row"] for pid, grp in groups.items()}
+            right = [(is_correct(rows[p["prompt_id"]], p["chosen"]), is_correct(rows[p["prompt_id"]], p["rejected"]))
+                     for p in pairs]
+            info["chosen_correct"] = sum(c for c, _ in right) / len(right)
+            info["rejected_correct"] = sum(r for _, r in right) / len(right)
+        path = self.run.round_dir(t) / "pairs.jsonl"
+        write_jsonl(path, pairs)
+        return path, info
+
+    def train(self, t: int):
+        from selfalign.trainers.dpo import train_dpo, train_stats
+
+        pairs = read_jsonl(self.run.round_dir(t) / "pairs.jsonl")
+        if not pairs:
+            log.warning("round %d: no preference pairs; the model is carried over unchanged", t)
+            return None, {"skipped": True}
+        cfg = self.recipe.train
+        self._release(keep=set())
+        policy = models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
+        ref = None if cfg.lora else models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
+        rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+        trainer = train_dpo(policy, self.tokenizer, rows, cfg, self.run.round_dir(t) / "trainer",
+                            self.recipe.seed + t, ref_model=ref)
+        out = self.run.round_dir(t) / ("adapter" if cfg.lora else "model")
+        tmp = out.with_name(f".{out.name}.tmp")
+        trainer.save_model(str(tmp))
+        if not cfg.lora:
+            self.tokenizer.save_pretrained(str(tmp))
+        replace_dir(tmp, out)
+        stats = train_stats(trainer.state.log_history)
+        del trainer, policy, ref
+        gc.collect()
+        return out, stats
+
+    def evaluate(self, t: int):
+        e, g = self.recipe.eval, self.recipe.generation
+        rows = self.eval_prompts()
+        model = self.model(t)
+        verifiable = all(r.get("answer") is not None for r in rows)
+        modes = [m for m, on in (("greedy", e.greedy), ("sampled", e.sampled)) if on]
+
+        def compute(ci: int, chunk: list[dict]) -> list[dict]:
+            torch.manual_seed(chunk_seed(self.recipe.seed, t, "eval", ci))
+            out = [{"prompt_id": r["id"]} for r in chunk]
+            for mode in modes:
+                samples = generate(model, self.tokenizer, [r["prompt_text"] for r in chunk], num_samples=1,
+                                   temperature=0.0 if mode == "greedy" else e.temperature, top_p=e.top_p,
+                                   max_new_tokens=e.max_new_tokens or g.max_new_tokens, batch_size=e.batch_size,
+                                   stop=g.stop, with_logprobs=False)
+                for o, r, (s,) in zip(out, chunk, samples, strict=True):
+                    o[f"{mode}_response"] = s.text
+                    o[f"{mode}_tokens"] = len(s.token_ids)
+                    if verifiable:
+                        o[f"{mode}_correct"] = is_correct(r, s.text)
+            return out
+
+        results = run_in_chunks(rows, e.batch_size, self.run.parts_dir(t, "eval"), compute)
+        metrics: dict = {"prompts": len(rows)}
+        for mode in modes:
+            if verifiable:
+                metrics[f"accuracy_{mode}"] = sum(r[f"{mode}_correct"] for r in results) / max(len(results), 1)
+        length_mode = "sampled" if e.sampled else "greedy"
+        if modes:
+            metrics["mean_response_tokens"] = statistics.fmean(r[f"{length_mode}_tokens"] for r in results)
+        path = self.run.round_dir(t) / "eval.json"
+        write_json(path, metrics)
+        write_jsonl(self.run.round_dir(t) / "eval_samples.jsonl", results)
+        return path, {}
+
+    # ----------------------------------------------------------------------------- reporting
+
+    def _report(self, t: int) -> None:
+        """summary.json, metrics.jsonl / W&B and a console line for round t (idempotent on resume)."""
+        summary = read_json(self.run.summary_path) if self.run.summary_path.exists() else {"rounds": []}
+        entry: dict = {"round": t, "eval": read_json(self.run.round_dir(t) / "eval.json")}
+        stages = ("seed_sft", "eval") if t == 0 else ROUND_STAGES
+        seconds = {s: self.run.stage_info(t, s)["seconds"] for s in stages if self.run.is_done(t, s)}
+        for s in ("generate", "reward", "pairs", "train", "seed_sft"):
+            if self.run.is_done(t, s):
+                info = {k: v for k, v in self.run.stage_info(t, s).items()
+                        if k not in ("finished_at", "seconds", "artifact", "sha256")}
+                entry[{"reward": "rewards", "generate": "generation"}.get(s, s)] = info
+        entry["seconds"] = seconds
+        summary["rounds"] = [r for r in summary["rounds"] if r["round"] != t] + [entry]
+        summary["rounds"].sort(key=lambda r: r["round"])
+        write_json(self.run.summary_path, summary)
+
+        flat: dict = {f"eval/{k}": v for k, v in entry["eval"].items()}
+        for section, prefix in (("rewards", "reward"), ("pairs", "pairs"), ("train", "train")):
+            flat.update({f"{prefix}/{k}": v for k, v in entry.get(section, {}).items()
+                         if isinstance(v, int | float) and not isinstance(v, bool)})
+        flat.update({f"time/{k}": v for k, v in seconds.items()})
+        flat["time/round"] = sum(seconds.values())
+        if self.run.get("reported_round", -1) < t:
+            self.tracker.log(t, flat)
+            self.tracker.log_samples(t, self._sample_table(t))
+            self.run.set("reported_round", t)
+        self.tracker.console_row({"round": t, **flat})
+
+    def _sample_table(self, t: int) -> list[dict]:
+        n = self.recipe.tracking.log_samples
+        if t == 0 or n == 0:
+            return []
+        gens = read_jsonl(self.run.round_dir(t) / "generations.jsonl")[:n]
+        rewards = read_jsonl(self.run.round_dir(t) / "rewards.jsonl")[:n]
+        return [{"prompt": g["prompt"], "response": g["response"],
+                 **{f"score/{k}": v for k, v in r["scores"].items()}} for g, r in zip(gens, rewards, strict=True)]

@@ -1,0 +1,35 @@
+"""Ground truth for verifiable tasks (the sandbox): 1.0 if the final answer is right, else 0.0.
+
+An oracle: it is for evaluation and for comparison runs, never a default training reward.
+"""
+
+from __future__ import annotations
+
+import re
+
+from selfalign.data import sandbox
+from selfalign.rewards.base import RewardOutput
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer: after the last `A:` (sandbox), else after `####` (GSM8K), else the last number."""
+    for marker in ("A:", "####"):
+        if marker in response:
+            return response.rsplit(marker, 1)[1].strip() or None
+    numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", response)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
+def is_correct(row: dict, response: str) -> bool:
+    if row.get("task") == "sandbox" or row["prompt"].startswith("Q:") and row["prompt"].endswith("|S:"):
+        return sandbox.verify(row["prompt"], response)
+    if row.get("answer") is None:
+        raise ValueError(f"prompt row {row.get('id')!r} has no answer to verify against")
+    return extract_answer(response) == str(row["answer"]).strip()
+
+
+class VerifierReward:
+    name = "verifier"
+
+    def score(self, rows: list[dict], responses: list[str]) -> RewardOutput:
+        return RewardOutput([float(is_correct(r, y)) for r, y in zip(rows, responses, strict=True)])

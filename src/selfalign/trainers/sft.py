@@ -1,0 +1,29 @@
+"""Seed SFT before round 1 (SRLM, CREAM): TRL's `SFTTrainer` on instruction-following examples and
+judge-training examples (the rubric prompt with its target judgment), loss on the completion only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from selfalign.config import SeedSFTConfig
+
+
+def train_sft(model, tokenizer, examples: list[dict], cfg: SeedSFTConfig, output_dir: Path, seed: int):
+    """`examples`: rows with `prompt` and `completion` (plain text). Returns the trainer."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size, logging_steps=1, save_strategy="no", report_to="none",
+        seed=seed, bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), completion_only_loss=True,
+    )
+    dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    return trainer
