@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from selfalign.config import ConfigError
@@ -17,6 +18,7 @@ from selfalign.config import ConfigError
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices inside transformers/TRL
     import datasets
     import transformers
 

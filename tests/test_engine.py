@@ -1,0 +1,151 @@
+"""The round engine on a tiny random model: every stage of one round, the run directory, W&B offline,
+and a real run killed with SIGKILL in mid-stage, then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_recipe
+
+from selfalign.artifacts import read_json, read_jsonl
+from selfalign.config import recipe_from_dict
+from selfalign.engine import Engine
+
+
+@pytest.fixture(scope="module")
+def one_round(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    raw = tiny_recipe(tiny_model, **{"rewards": {"likelihood": {}, "verifier": {},
+                                                 "judge": {"mode": "expected", "template": "sandbox"}}})
+    summary = Engine(recipe_from_dict(raw), out).run_all()
+    return out, summary
+
+
+def test_one_round_writes_the_run_directory(one_round):
+    out, summary = one_round
+    for name in ("recipe.yaml", "manifest.json", "metrics.jsonl", "summary.json", "round_0/eval.json",
+                 "round_1/generations.jsonl", "round_1/rewards.jsonl", "round_1/pairs.jsonl",
+                 "round_1/model/model.safetensors", "round_1/eval.json"):
+        assert (out / name).exists(), name
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    for r in summary["rounds"]:
+        assert set(r["eval"]) >= {"accuracy_greedy", "accuracy_sampled", "mean_response_tokens"}
+        assert 0.0 <= r["eval"]["accuracy_sampled"] <= 1.0
+    stages = read_json(out / "manifest.json")["stages"]
+    assert set(stages) == {"round_0/eval", *(f"round_1/{s}" for s in ("generate", "reward", "pairs", "train",
+                                                                        "eval"))}
+    assert not (out / "round_1" / ".parts").exists() or not any((out / "round_1" / ".parts").iterdir())
+
+
+def test_generations_rewards_and_pairs_line_up(one_round):
+    out, _ = one_round
+    gens = read_jsonl(out / "round_1/generations.jsonl")
+    rewards = read_jsonl(out / "round_1/rewards.jsonl")
+    pairs = read_jsonl(out / "round_1/pairs.jsonl")
+    assert len(gens) == 8 * 4 == len(rewards)
+    assert len({(g["prompt_id"], g["sample"]) for g in gens}) == len(gens)
+    for g, r in zip(gens, rewards, strict=True):
+        assert (g["prompt_id"], g["sample"]) == (r["prompt_id"], r["sample"])
+        assert set(r["scores"]) == {"likelihood", "verifier", "judge"}
+        assert 1.0 <= r["scores"]["judge"] <= 5.0
+        # log-probs are kept per generated token (+ the EOS when the sample ended with it)
+        assert len(g["logprobs"]) == len(g["token_ids"]) + (g["finish_reason"] == "eos")
+        assert all(lp <= 0 for lp in g["logprobs"])
+    by_key = {(r["prompt_id"], r["sample"]): r["scores"]["likelihood"] for r in rewards}
+    for p in pairs:
+        assert by_key[(p["prompt_id"], p["chosen_sample"])] > by_key[(p["prompt_id"], p["rejected_sample"])]
+
+
+def test_training_changed_the_model(one_round, tiny_model):
+    from safetensors.torch import load_file
+
+    out, summary = one_round
+    before = load_file(str(Path(tiny_model) / "model.safetensors"))
+    after = load_file(str(out / "round_1/model/model.safetensors"))
+    assert any(not before[k].equal(after[k]) for k in before)
+    assert summary["rounds"][1]["train"]["steps"] >= 1
+
+
+def test_metrics_and_offline_wandb_run(one_round):
+    out, _ = one_round
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in lines] == [0, 1]
+    assert "eval/accuracy_sampled" in lines[1] and "train/loss" in lines[1] and "time/generate" in lines[1]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb")), "no W&B run file written"
+
+
+def test_rerun_recomputes_nothing(one_round):
+    out, _ = one_round
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("round_*/*.jsonl")}
+    raw = yaml.safe_load((out / "recipe.yaml").read_text())
+    Engine(recipe_from_dict(raw), out).run_all()
+    assert {p: p.stat().st_mtime_ns for p in out.glob("round_*/*.jsonl")} == mtimes
+
+
+def test_resume_with_a_different_recipe_is_refused(one_round):
+    from selfalign.config import ConfigError
+
+    out, _ = one_round
+    raw = yaml.safe_load((out / "recipe.yaml").read_text())
+    raw["generation"]["temperature"] = 0.5
+    with pytest.raises(ConfigError, match="different recipe"):
+        Engine(recipe_from_dict(raw), out).run_all()
+
+
+def _cli(recipe: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "selfalign", "run", str(recipe), "--output-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+
+@pytest.mark.slow
+def test_sigkill_in_mid_stage_then_resume(tiny_model, tmp_path):
+    raw = tiny_recipe(tiny_model, **{"prompts.train_per_round": 24, "prompts.eval_prompts": 4,
+                                     "generation.max_new_tokens": 48, "tracking.wandb.enabled": False})
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+
+    killed = tmp_path / "killed"
+    proc = _cli(recipe, killed)
+    parts = killed / "round_1" / ".parts" / "generate"
+    deadline = time.time() + 240
+    while not (parts.exists() and len(list(parts.glob("*.jsonl"))) >= 2):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.time() < deadline, "generation never started"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_parts = {p.name: p.read_bytes() for p in parts.glob("*.jsonl")}
+    assert 2 <= len(done_parts) < 12, "the kill should land inside the generate stage"
+    assert "round_1/generate" not in read_json(killed / "manifest.json")["stages"]
+    assert not list(killed.rglob("*.tmp")) or all(p.name.startswith(".") for p in killed.rglob("*.tmp"))
+
+    proc = _cli(recipe, killed)
+    assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()
+    fresh = tmp_path / "fresh"
+    proc = _cli(recipe, fresh)
+    assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()
+
+    gens = read_jsonl(killed / "round_1/generations.jsonl")
+    assert len(gens) == 24 * 4
+    assert len({(g["prompt_id"], g["sample"]) for g in gens}) == len(gens)
+    # Chunks finished before the kill were kept as they were, and the resumed run equals an uninterrupted one.
+    first = read_jsonl(fresh / "round_1/generations.jsonl")
+    assert [g["response"] for g in gens] == [g["response"] for g in first]
+    for name, content in done_parts.items():
+        index = int(name.split(".")[0])
+        rows = [json.loads(line) for line in content.decode().splitlines()]
+        assert gens[index * 8 : index * 8 + len(rows)] == rows
+    assert read_jsonl(killed / "round_1/pairs.jsonl") == read_jsonl(fresh / "round_1/pairs.jsonl")
+    evals = [[r["eval"] for r in read_json(d / "summary.json")["rounds"]] for d in (killed, fresh)]
+    assert evals[0] == evals[1]
