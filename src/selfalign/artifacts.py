@@ -52,7 +52,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
-    """Append one line (metrics logs). A torn last line from a kill is skipped by `read_jsonl_tolerant`."""
+    """Append one line (the metrics log, which is never read back by the engine)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:

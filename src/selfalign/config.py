@@ -283,6 +283,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 def _check_range(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return
+    if value != value:
+        raise ConfigError(f"{where}: nan is not allowed; expected a number")
     lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ConfigError(f"{where}: {value!r} is out of range; must be {'>' if lo_open else '>='} {lo:g}")
@@ -300,7 +302,8 @@ def build(cls: type, data: Any, where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
+        key = str(key) if str(key).isprintable() else repr(str(key))
+        path = f"{where}.{key}" if where else key
         if key not in fields:
             hint = difflib.get_close_matches(str(key), list(fields), n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(fields)}"
@@ -388,8 +391,10 @@ def recipe_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = (), sou
         recipe = build(Recipe, raw)
         _cross_checks(recipe)
     except ConfigError as e:
-        set_keys = [a.split("=", 1)[0] for a in overrides]
-        origin = " (from --set)" if any(str(e).startswith(k) for k in set_keys) else ""
+        failed = str(e).split(":", 1)[0]
+        set_keys = [a.split("=", 1)[0].strip() for a in overrides]
+        from_set = any(failed == k or failed.startswith(k + ".") or k.startswith(failed + ".") for k in set_keys)
+        origin = " (from --set)" if from_set else ""
         raise ConfigError(f"{source}: {e}{origin}") from None
     return recipe
 

@@ -15,7 +15,7 @@ def extract_answer(response: str) -> str | None:
     """The final answer: after the last `A:` (sandbox), else after `####` (GSM8K), else the last number."""
     for marker in ("A:", "####"):
         if marker in response:
-            return response.rsplit(marker, 1)[1].strip() or None
+            return response.rsplit(marker, 1)[1].strip().replace(",", "") or None
     numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", response)
     return numbers[-1].replace(",", "") if numbers else None
 

@@ -1,0 +1,86 @@
+"""Tests of the best-vs-worst pair builder."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfalign.data.pairs import best_vs_worst, build_pairs
+
+
+@pytest.mark.parametrize(("scores", "expected"), [
+    ([1.0, 3.0, 2.0], (1, 0)),
+    ([2.0, 1.0], (0, 1)),
+    ([-0.5, -2.0, -1.0], (0, 1)),
+    ([5, 5, 1, 1], (0, 2)),  # equal best and equal worst: the first index wins for both
+    ([1, 5, 1, 5], (1, 0)),
+    ([None, 2.0, None, 1.0], (1, 3)),  # unscored samples are ignored
+    ([3.0, None, 3.0, 4.0], (3, 0)),
+])
+def test_best_vs_worst(scores, expected):
+    assert best_vs_worst(scores) == expected
+
+
+@pytest.mark.parametrize("scores", [
+    [],
+    [4.0],
+    [None, None, None],
+    [None, 3.0, None],  # fewer than 2 scored samples
+    [2.0, 2.0, 2.0],  # a tie
+    [0.0, None, 0.0],
+])
+def test_best_vs_worst_none(scores):
+    assert best_vs_worst(scores) is None
+
+
+def test_min_margin():
+    # best − worst = 1.5 − 1.0 = 0.5: dropped when the margin is ≤ min_margin
+    assert best_vs_worst([1.0, 1.5], min_margin=0.5) is None
+    assert best_vs_worst([1.0, 1.5], min_margin=0.6) is None
+    assert best_vs_worst([1.0, 1.5], min_margin=0.4) == (1, 0)
+    # 4 − 2 = 2 > 1.9
+    assert best_vs_worst([2, 3, 4], min_margin=1.9) == (2, 0)
+    assert best_vs_worst([2, 3, 4], min_margin=2.0) is None
+
+
+def group(pid, scores, reward="judge"):
+    return {"row": {"id": pid, "prompt": f"raw {pid}", "prompt_text": f"rendered {pid}"},
+            "samples": [{"response": f"{pid}-r{k}", "scores": {} if s is ... else {reward: s, "other": -k}}
+                        for k, s in enumerate(scores)]}
+
+
+def test_build_pairs_picks_best_and_worst_and_counts_drops():
+    groups = [
+        group("a", [2.0, 5.0, 1.0]),  # best: sample 1 (5.0), worst: sample 2 (1.0)
+        group("b", [3.0, 3.0]),  # tie: dropped
+        group("c", [None, 4.0]),  # one scored: dropped
+        group("d", [..., 1.0, 2.0]),  # sample 0 has no score for this reward: ignored
+    ]
+    pairs, dropped = build_pairs(groups, "judge")
+    assert dropped == 2
+    assert pairs == [
+        {"prompt_id": "a", "prompt": "rendered a", "chosen": "a-r1", "rejected": "a-r2",
+         "chosen_sample": 1, "rejected_sample": 2, "chosen_score": 5.0, "rejected_score": 1.0},
+        {"prompt_id": "d", "prompt": "rendered d", "chosen": "d-r2", "rejected": "d-r1",
+         "chosen_sample": 2, "rejected_sample": 1, "chosen_score": 2.0, "rejected_score": 1.0},
+    ]
+
+
+def test_build_pairs_uses_the_named_reward():
+    # "other" is −k for sample k, so by "other" the first sample is best and the last is worst.
+    pairs, dropped = build_pairs([group("a", [1.0, 2.0, 3.0])], "other")
+    assert dropped == 0
+    assert (pairs[0]["chosen_sample"], pairs[0]["rejected_sample"]) == (0, 2)
+    assert (pairs[0]["chosen_score"], pairs[0]["rejected_score"]) == (0, -2)
+
+
+def test_build_pairs_with_min_margin_and_unknown_reward():
+    groups = [group("a", [1.0, 1.3]), group("b", [1.0, 2.0])]
+    # margins: a: 0.3, b: 1.0; with min_margin 0.5 only b survives
+    pairs, dropped = build_pairs(groups, "judge", min_margin=0.5)
+    assert [p["prompt_id"] for p in pairs] == ["b"] and dropped == 1
+    pairs, dropped = build_pairs(groups, "missing")
+    assert pairs == [] and dropped == 2
+
+
+def test_build_pairs_empty():
+    assert build_pairs([], "judge") == ([], 0)
