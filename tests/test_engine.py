@@ -149,3 +149,48 @@ def test_sigkill_in_mid_stage_then_resume(tiny_model, tmp_path):
     assert read_jsonl(killed / "round_1/pairs.jsonl") == read_jsonl(fresh / "round_1/pairs.jsonl")
     evals = [[r["eval"] for r in read_json(d / "summary.json")["rounds"]] for d in (killed, fresh)]
     assert evals[0] == evals[1]
+
+
+def test_seed_sft_then_lora_rounds(tiny_model, tmp_path):
+    """Seed SFT (TRL SFTTrainer) writes round_0/model; LoRA rounds save adapters that chain by merging."""
+    raw = tiny_recipe(tiny_model, **{
+        "rounds": 2, "prompts.train_per_round": 4, "prompts.eval_prompts": 4,
+        "seed_sft": {"enabled": True, "data": "sandbox://arith", "judge_data": "sandbox://arith-judge",
+                     "max_examples": 16, "learning_rate": 1e-3, "batch_size": 8},
+        "train.lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "tracking.wandb.enabled": False,
+    })
+    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    assert (tmp_path / "round_0/model/model.safetensors").exists()
+    assert summary["rounds"][0]["seed_sft"]["examples"] == 32
+    for t in (1, 2):
+        assert (tmp_path / f"round_{t}/adapter/adapter_config.json").exists()
+        assert not (tmp_path / f"round_{t}/model").exists()
+    from safetensors.torch import load_file
+
+    from selfalign import models
+
+    sft = load_file(str(tmp_path / "round_0/model/model.safetensors"))
+    base = load_file(str(Path(tiny_model) / "model.safetensors"))
+    assert any(not sft[k].equal(base[k]) for k in base)
+    m1 = models.load_round_model(recipe_from_dict(raw).model, tmp_path, 1)
+    m2 = models.load_round_model(recipe_from_dict(raw).model, tmp_path, 2)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not m1.state_dict()[q].equal(sft[q]) and not m2.state_dict()[q].equal(m1.state_dict()[q])
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_single_process(tiny_model, tmp_path):
+    raw = tiny_recipe(tiny_model, **{"prompts.train_per_round": 4, "prompts.eval_prompts": 4,
+                                     "tracking.wandb.enabled": False})
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    launcher = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run([str(launcher), "launch", "--num_processes", "1", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "selfalign", "run",
+                           str(recipe), "--output-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = read_json(tmp_path / "run/summary.json")
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
