@@ -82,6 +82,10 @@ def test_metrics_and_offline_wandb_run(one_round):
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("run-*.wandb")), "no W&B run file written"
+    (table,) = runs[0].glob("files/media/table/samples/round_1_*.table.json")
+    data = json.loads(table.read_text())
+    assert data["columns"][:2] == ["prompt", "response"] and "score/likelihood" in data["columns"]
+    assert len(data["data"]) == 4  # tracking.log_samples
 
 
 def test_rerun_recomputes_nothing(one_round):
