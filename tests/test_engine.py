@@ -198,3 +198,32 @@ def test_accelerate_launch_single_process(tiny_model, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = read_json(tmp_path / "run/summary.json")
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
+
+
+@pytest.mark.parametrize("variant", ["avg", "dyn"])
+def test_cream_round_uses_consistency_as_the_soft_label(tiny_model, tmp_path, variant):
+    """CREAM: implicit reward vs the pre-SFT base, the previous model's ranking (round 1: the base's
+    length-normalised likelihood), Kendall consistency as the soft-label of DPO."""
+    from selfalign.rewards.consistency import kendall_consistency
+
+    raw = tiny_recipe(tiny_model, **{
+        "rounds": 2, "prompts.train_per_round": 6, "prompts.eval_prompts": 4,
+        "seed_sft": {"enabled": True, "data": "sandbox://arith", "max_examples": 16, "learning_rate": 1e-3},
+        "rewards": {"implicit": {"reference": "base"}}, "pairs.reward": "implicit",
+        "consistency": {"method": "kendall", "variant": variant}, "tracking.wandb.enabled": False,
+    })
+    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    for t in (1, 2):
+        rewards = read_jsonl(tmp_path / f"round_{t}/rewards.jsonl")
+        pairs = read_jsonl(tmp_path / f"round_{t}/pairs.jsonl")
+        assert pairs and all(r["scores"]["previous"] is not None for r in rewards)
+        by_prompt: dict = {}
+        for r in rewards:
+            by_prompt.setdefault(r["prompt_id"], []).append((r["scores"]["implicit"], r["scores"]["previous"]))
+        c = {pid: kendall_consistency([a for a, _ in v], [b for _, b in v]) for pid, v in by_prompt.items()}
+        mean_c = sum(c.values()) / len(c)
+        assert summary["rounds"][t]["pairs"]["consistency"] == pytest.approx(mean_c)
+        for p in pairs:
+            assert p["consistency"] == pytest.approx(c[p["prompt_id"]])
+            assert p["label"] == pytest.approx(mean_c if variant == "avg" else c[p["prompt_id"]])
+        assert summary["rounds"][t]["train"]["steps"] >= 1

@@ -102,9 +102,13 @@ class LikelihoodConfig:
 
 @dataclass
 class ImplicitConfig:
-    """DPO implicit reward β·(log π_t(y|x) − log π_ref(y|x))."""
+    """DPO implicit reward β·(log π_t(y|x) − log π_ref(y|x)).
 
-    reference: Literal["initial", "previous"] = "initial"
+    reference: `base` = the weights at model.path (before seed SFT; CREAM's M_0), `initial` = the
+    round-0 model (after seed SFT when there is one), `previous` = the model before the scoring one.
+    """
+
+    reference: Literal["base", "initial", "previous"] = "base"
     beta: float = _opt(1.0, lo=0.0, lo_open=True)
     batch_size: int = _opt(32, lo=1)
 
@@ -123,6 +127,15 @@ class RewardsConfig:
 
     def enabled(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass
+class ConsistencyConfig:
+    """CREAM (Wang et al. 2025): agreement between this round's ranking of the samples (by pairs.reward)
+    and the previous model's ranking of the same samples, used as the soft label of DPO."""
+
+    method: Literal["kendall", "spearman", "toporder"] = "kendall"
+    variant: Literal["avg", "dyn"] = "avg"  # avg: dataset mean C for every pair; dyn: per-prompt c_j
 
 
 @dataclass
@@ -191,6 +204,7 @@ class Recipe:
     seed_sft: SeedSFTConfig = field(default_factory=SeedSFTConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     rewards: RewardsConfig = field(default_factory=lambda: RewardsConfig(judge=JudgeConfig()))
+    consistency: ConsistencyConfig | None = None
     pairs: PairsConfig = field(default_factory=PairsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -35,6 +35,8 @@ from selfalign.data.pairs import build_pairs
 from selfalign.data.prompts import load_prompts, render_prompt
 from selfalign.generation import generate
 from selfalign.rewards import build_rewards
+from selfalign.rewards.consistency import CONSISTENCY
+from selfalign.rewards.likelihood import LikelihoodReward
 from selfalign.rewards.verifier import is_correct
 from selfalign.tracking import Tracker
 
@@ -209,11 +211,44 @@ class Engine:
         write_jsonl(path, out_rows)
         return path, {"prompts": len(rows), "samples": len(out_rows)}
 
+    def _base(self):
+        """The weights at model.path, before seed SFT (CREAM's M_0)."""
+        if not self.run.is_done(0, "seed_sft"):
+            return self.model(0)
+        if -1 not in self._models:
+            self._models[-1] = models.load_model(models.base_model_path(self.recipe.model), self.recipe.model,
+                                                 self.device).eval()
+        return self._models[-1]
+
+    def _previous(self, t: int):
+        """The model before round t's scoring policy M_{t-1}: M_{t-2}, the pre-SFT base, or None."""
+        if t >= 2:
+            return self.model(t - 2)
+        return self._base() if self.run.is_done(0, "seed_sft") else None
+
     def _reference(self, t: int):
         cfg = self.recipe.rewards.implicit
         if cfg is None:
             return None
-        return self.model(0 if cfg.reference == "initial" else max(t - 2, 0))
+        if cfg.reference == "previous":
+            return self._previous(t) or self.model(t - 1)
+        return self._base() if cfg.reference == "base" else self.model(0)
+
+    def _previous_ranking(self, t: int, rows: list[dict], responses: list[str]) -> list[float | None] | None:
+        """CREAM: the previous model's scores of the same samples, by the same reward as pairs.reward.
+
+        When the previous model is the implicit reward's own reference (r ≡ 0), it ranks by its
+        length-normalised likelihood instead, as CREAM's code does at the first iteration.
+        """
+        prev = self._previous(t)
+        if prev is None:
+            return None
+        name = self.recipe.pairs.reward
+        if name == "implicit" and prev is self._reference(t):
+            return LikelihoodReward(prev, self.tokenizer, True, self.recipe.rewards.implicit.batch_size).score(
+                rows, responses).scores
+        return build_rewards(self.recipe.rewards, prev, self.tokenizer, self._reference(t),
+                             self.recipe.seed)[name].score(rows, responses).scores
 
     def reward(self, t: int):
         gens = read_jsonl(self.run.round_dir(t) / "generations.jsonl")
@@ -233,6 +268,10 @@ class Engine:
                     o["scores"][name] = s
                     if d:
                         o["details"][name] = d
+            if self.recipe.consistency is not None:
+                previous = self._previous_ranking(t, rows, responses)
+                for o, s in zip(out, previous or [None] * len(out), strict=True):
+                    o["scores"]["previous"] = s
             return out
 
         chunk = self.recipe.generation.chunk_prompts * k
@@ -275,6 +314,8 @@ class Engine:
             grp["samples"].append({"response": g["response"], "scores": r["scores"]})
         pairs, dropped = build_pairs(list(groups.values()), self.recipe.pairs.reward, self.recipe.pairs.min_margin)
         info = {"kept": len(pairs), "dropped_ties": dropped}
+        if self.recipe.consistency is not None:
+            info.update(self._consistency_labels(groups, pairs))
         if pairs and all(grp["row"]["answer"] is not None for grp in groups.values()):
             rows = {pid: grp["row"] for pid, grp in groups.items()}
             right = [(is_correct(rows[p["prompt_id"]], p["chosen"]), is_correct(rows[p["prompt_id"]], p["rejected"]))
@@ -285,8 +326,27 @@ class Engine:
         write_jsonl(path, pairs)
         return path, info
 
+    def _consistency_labels(self, groups: dict[str, dict], pairs: list[dict]) -> dict:
+        """Set each pair's soft label to the ranking consistency (CREAM): dataset C (avg) or c_j (dyn)."""
+        cfg, name = self.recipe.consistency, self.recipe.pairs.reward
+        per_prompt = {}
+        for pid, grp in groups.items():
+            both = [(s["scores"][name], s["scores"].get("previous")) for s in grp["samples"]]
+            both = [(a, b) for a, b in both if a is not None and b is not None]
+            if len(both) >= 2:
+                per_prompt[pid] = CONSISTENCY[cfg.method]([a for a, _ in both], [b for _, b in both])
+        if not per_prompt:
+            log.warning("no previous ranking to compare with (round 1 without seed SFT): labels stay 1.0")
+            return {"consistency": None}
+        dataset_c = statistics.fmean(per_prompt.values())
+        for p in pairs:
+            p["consistency"] = per_prompt.get(p["prompt_id"])
+            p["label"] = dataset_c if cfg.variant == "avg" or p["consistency"] is None else p["consistency"]
+        return {"consistency": dataset_c, "consistency_std": statistics.pstdev(per_prompt.values())}
+
     def train(self, t: int):
         from selfalign.trainers.dpo import train_dpo, train_stats
+        from selfalign.trainers.soft_dpo import SoftLabelDPOTrainer
 
         pairs = read_jsonl(self.run.round_dir(t) / "pairs.jsonl")
         if not pairs:
@@ -296,9 +356,11 @@ class Engine:
         self._release(keep=set())
         policy = models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
         ref = None if cfg.lora else models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
-        rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+        soft = any("label" in p or "weight" in p for p in pairs)
+        rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
+                 **({"label": p.get("label", 1.0), "weight": p.get("weight", 1.0)} if soft else {})} for p in pairs]
         trainer = train_dpo(policy, self.tokenizer, rows, cfg, self.run.round_dir(t) / "trainer",
-                            self.recipe.seed + t, ref_model=ref)
+                            self.recipe.seed + t, ref_model=ref, trainer_cls=SoftLabelDPOTrainer if soft else None)
         out = self.run.round_dir(t) / ("adapter" if cfg.lora else "model")
         tmp = out.with_name(f".{out.name}.tmp")
         trainer.save_model(str(tmp))
