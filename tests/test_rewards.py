@@ -272,3 +272,13 @@ def test_judge_generate_mode_counts_parse_failures(model_and_tokenizer):
         assert len(d["judgments"]) == 2 and all(isinstance(j, str) for j in d["judgments"])
         assert d["parsed"] == [None, None]
         assert d["parse_failures"] == 2
+
+
+def test_majority_agreement_scores_by_prompt():
+    from selfalign.rewards.majority import MajorityReward, agreement_scores
+
+    # answers 5,5,7,None: 5 is shared by 2 of 4 samples → 0.5; 7 by 1 of 4 → 0.25; no answer → 0
+    assert agreement_scores(["5", "5", "7", None]) == [0.5, 0.5, 0.25, 0.0]
+    rows = [{"id": "a", "prompt": "Q:1+2|S:"}] * 3 + [{"id": "b", "prompt": "Q:2+2|S:"}] * 2
+    out = MajorityReward().score(rows, ["1+2=3;A:3", "1+2=4;A:4", "1+2=3;A:3", "2+2=4;A:4", "2+2=5;A:5"])
+    assert out.scores == pytest.approx([2 / 3, 1 / 3, 2 / 3, 0.5, 0.5])

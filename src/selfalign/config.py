@@ -114,6 +114,11 @@ class ImplicitConfig:
 
 
 @dataclass
+class MajorityConfig:
+    """Self-consistency: the share of the prompt's samples with the same final answer (no ground truth)."""
+
+
+@dataclass
 class VerifierConfig:
     """Ground truth (sandbox): an oracle for comparison runs, never a default reward."""
 
@@ -123,6 +128,7 @@ class RewardsConfig:
     judge: JudgeConfig | None = None
     likelihood: LikelihoodConfig | None = None
     implicit: ImplicitConfig | None = None
+    majority: MajorityConfig | None = None
     verifier: VerifierConfig | None = None
 
     def enabled(self) -> list[str]:

@@ -7,6 +7,7 @@ from selfalign.rewards.base import RewardModel, RewardOutput
 from selfalign.rewards.implicit import ImplicitReward
 from selfalign.rewards.judge import JudgeReward
 from selfalign.rewards.likelihood import LikelihoodReward
+from selfalign.rewards.majority import MajorityReward
 from selfalign.rewards.verifier import VerifierReward
 
 __all__ = ["RewardModel", "RewardOutput", "build_rewards"]
@@ -23,6 +24,8 @@ def build_rewards(cfg: RewardsConfig, model, tokenizer, reference=None, seed: in
         if reference is None:
             raise ValueError("the implicit reward needs a reference model")
         out["implicit"] = ImplicitReward(model, reference, tokenizer, cfg.implicit.beta, cfg.implicit.batch_size)
+    if cfg.majority is not None:
+        out["majority"] = MajorityReward()
     if cfg.verifier is not None:
         out["verifier"] = VerifierReward()
     return out

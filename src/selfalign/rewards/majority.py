@@ -1,0 +1,35 @@
+"""Self-consistency as a reward: the share of a prompt's samples that reach the same final answer.
+
+Wang et al. 2023 (https://arxiv.org/abs/2203.11171): "a complex reasoning problem typically admits
+multiple different ways of thinking leading to its unique correct answer". A sample whose answer
+agrees with many of its siblings is more likely right; no ground truth is used.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from selfalign.rewards.base import RewardOutput
+from selfalign.rewards.verifier import extract_answer
+
+
+def agreement_scores(answers: list[str | None]) -> list[float]:
+    """For each sample, the fraction of the group (itself included) with its answer; no answer → 0."""
+    counts = Counter(a for a in answers if a is not None)
+    return [counts[a] / len(answers) if a is not None else 0.0 for a in answers]
+
+
+class MajorityReward:
+    name = "majority"
+
+    def score(self, rows: list[dict], responses: list[str]) -> RewardOutput:
+        """Samples are grouped by their prompt row's `id`; all samples of a prompt must be in one call."""
+        answers = [extract_answer(y) for y in responses]
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault(str(r["id"]), []).append(i)
+        scores: list[float | None] = [None] * len(responses)
+        for idx in groups.values():
+            for i, s in zip(idx, agreement_scores([answers[i] for i in idx]), strict=True):
+                scores[i] = s
+        return RewardOutput(scores, [{"answer": a} for a in answers])
