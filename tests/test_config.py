@@ -402,3 +402,12 @@ def test_cli_invalid_yaml(tmp_path, capsys):
     assert main(["run", str(bad)]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"selfalign: error: {bad}: line 2 invalid YAML")
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in __import__("pathlib").Path("recipes").rglob("*.yaml")
+                                        if "accelerate" not in p.parts))
+def test_shipped_recipes_validate(path):
+    from selfalign.config import load_recipe
+
+    recipe = load_recipe(path)
+    assert recipe.rounds >= 1
