@@ -47,6 +47,8 @@ class Tracker:
 
     def _init_wandb(self, recipe: dict) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
+        if os.environ.get("WANDB_MODE") == "":  # an empty value is invalid for wandb; treat it as unset
+            del os.environ["WANDB_MODE"]
         try:
             import wandb
         except ImportError:
