@@ -15,6 +15,7 @@ from selfalign.config import (
     load_recipe,
     recipe_from_dict,
 )
+from selfalign.data.sandbox_model import SandboxModelConfig
 
 
 def write(tmp_path, text: str, name: str = "recipe.yaml"):
@@ -82,7 +83,7 @@ train:
     # Giving `rewards` replaces the default (judge) with exactly the configured ones.
     assert recipe.rewards.enabled() == ["likelihood", "implicit"]
     assert recipe.rewards.likelihood == LikelihoodConfig(normalize=False)
-    assert recipe.rewards.implicit.beta == 1.0 and recipe.rewards.implicit.reference == "initial"
+    assert recipe.rewards.implicit.beta == 1.0 and recipe.rewards.implicit.reference == "base"
     assert recipe.pairs.min_margin == 0.25
     # YAML 1.1 reads 1e-6 (no dot) as a string; the float field converts it.
     assert recipe.train.learning_rate == 1e-6 and isinstance(recipe.train.learning_rate, float)
@@ -149,7 +150,7 @@ def test_nested_dataclasses_are_built():
     assert recipe.train.lora == LoraOptions(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
     assert recipe.model.sandbox.layers == 2 and recipe.model.sandbox.hidden == 64
     assert recipe.model.sandbox.lr == 1e-3
-    assert recipe.model.sandbox.heads == 4  # default kept
+    assert recipe.model.sandbox.heads == SandboxModelConfig().heads  # default kept
 
 
 # ---------------------------------------------------------------------------------------------
