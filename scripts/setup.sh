@@ -12,7 +12,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     .venv/bin/pip install -q "torch==2.13.0"
   else
-    .venv/bin/pip install -q "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+    .venv/bin/pip install -q --retries 1 --timeout 20 "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 .venv/bin/pip install -q -e ".[dev]"
