@@ -108,9 +108,8 @@ class Engine:
             self._models[t] = m
         return self._models[t]
 
-    def _release(self, keep: set[int]) -> None:
-        for t in [t for t in self._models if t not in keep]:
-            del self._models[t]
+    def _release_models(self) -> None:
+        self._models.clear()
         gc.collect()
 
     def _prompt_rows(self, rows: list[dict]) -> list[dict]:
@@ -353,7 +352,7 @@ class Engine:
             log.warning("round %d: no preference pairs; the model is carried over unchanged", t)
             return None, {"skipped": True}
         cfg = self.recipe.train
-        self._release(keep=set())
+        self._release_models()
         policy = models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
         ref = None if cfg.lora else models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
         soft = any("label" in p or "weight" in p for p in pairs)

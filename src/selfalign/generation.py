@@ -74,7 +74,6 @@ def generate(model, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], 
             if eos_id in ids:
                 ids = ids[: ids.index(eos_id)]
                 finish = "eos"
-            ids = [t for t in ids if t != pad_id] if pad_id != eos_id else ids
             text = tokenizer.decode(ids, skip_special_tokens=True)
             if stop:
                 text, stopped = _cut_at_stop(text, stop)
