@@ -68,3 +68,56 @@ def sequence_logprobs(model, tokenizer: PreTrainedTokenizerBase, prompts: Sequen
     """Per-token log-probs of each response (EOS included) given its prompt, tokenized as DPO does."""
     pairs = [tokenize_pair(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
     return token_logprobs(model, pairs, batch_size, tokenizer.pad_token_id or 0)
+
+
+def single_token_ids(tokenizer: PreTrainedTokenizerBase, context: str, options: Sequence[str], where: str) -> list[int]:
+    """The token id of each option string as it follows `context`; each must be exactly one token."""
+    base = tokenizer(context)["input_ids"]
+    ids = []
+    for option in options:
+        full = tokenizer(context + option)["input_ids"]
+        n = common_prefix_length(base, full)
+        if len(full) - n != 1:
+            raise ValueError(f"{where}: {option!r} is not a single token after the prompt")
+        ids.append(full[n])
+    return ids
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), left-padded to the longest sequence. Shape: (batch, width)"""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        if s:
+            ids[r, width - len(s):] = torch.tensor(list(s))
+            mask[r, width - len(s):] = 1
+    return ids, mask
+
+
+def option_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  option_ids: Sequence[int]) -> torch.Tensor:
+    """Logits of the option tokens as the next token after each left-padded sequence (differentiable).
+
+    Position ids follow the attention mask, so padding changes nothing, and only the last position goes through
+    the LM head (`logits_to_keep=1`): a large vocabulary costs one row per sequence.
+
+    Shapes: input_ids, attention_mask (batch, width) → (batch, len(option_ids)), float32
+    """
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=1).logits[:, -1]
+    return logits[:, list(option_ids)].float()
+
+
+@torch.no_grad()
+def next_token_option_logits(model, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                             option_ids: Sequence[int], batch_size: int = 32) -> torch.Tensor:
+    """`option_logits` for each text, in batches, on the CPU. Shape: (len(texts), len(option_ids))"""
+    device = next(model.parameters()).device
+    encoded = [tokenizer(t)["input_ids"] for t in texts]
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        ids, mask = left_pad(encoded[start : start + batch_size], tokenizer.pad_token_id or 0)
+        out.append(option_logits(model, ids.to(device), mask.to(device), option_ids).cpu())
+    return torch.cat(out) if out else torch.zeros((0, len(option_ids)))

@@ -20,7 +20,7 @@ from selfalign.config import ConfigError, JudgeConfig
 from selfalign.data import sandbox
 from selfalign.generation import generate
 from selfalign.rewards.base import RewardOutput
-from selfalign.scoring import common_prefix_length
+from selfalign.scoring import next_token_option_logits, single_token_ids
 
 SRLM_RUBRIC = """Review the user's question and the corresponding response using the additive 5-point \
 scoring system described below. Points are accumulated based on the satisfaction of each criterion:
@@ -140,38 +140,15 @@ class JudgeReward:
 
     def score_token_ids(self, context: str) -> list[int]:
         """The token id of each score digit as it follows `context` (must be one token each)."""
-        base = self.tokenizer(context)["input_ids"]
-        ids = []
-        for k in SCORES:
-            full = self.tokenizer(context + str(k))["input_ids"]
-            n = common_prefix_length(base, full)
-            if len(full) - n != 1:
-                raise ConfigError(f"rewards.judge: score {k} is not a single token after the judge prompt; "
-                                  "use mode: generate with this tokenizer")
-            ids.append(full[n])
-        return ids
+        try:
+            return single_token_ids(self.tokenizer, context, [str(k) for k in SCORES], "rewards.judge")
+        except ValueError as e:
+            raise ConfigError(f"{e}; use mode: generate with this tokenizer") from None
 
-    @torch.no_grad()
     def _score_expected(self, rows, responses) -> RewardOutput:
         prompts = self.judge_prompts(rows, responses, expected=True)
-        score_ids = self.score_token_ids(prompts[0])
-        device = next(self.model.parameters()).device
-        pad = self.tokenizer.pad_token_id or 0
-        encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
-        scores: list[float | None] = []
-        details = []
-        for start in range(0, len(encoded), self.cfg.batch_size):
-            chunk = encoded[start : start + self.cfg.batch_size]
-            width = max(len(e) for e in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, e in enumerate(chunk):  # right padding keeps position ids exact
-                ids[r, : len(e)] = torch.tensor(e)
-                mask[r, : len(e)] = 1
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            last = torch.tensor([len(e) - 1 for e in chunk], device=logits.device)
-            at_score = logits[torch.arange(len(chunk), device=logits.device), last][:, score_ids]
-            probs = torch.softmax(at_score.float(), dim=-1).cpu()
-            scores.extend(expected_score(at_score).cpu().tolist())
-            details.extend({"score_probs": [round(p, 5) for p in row.tolist()]} for row in probs)
-        return RewardOutput(scores, details)
+        at_score = next_token_option_logits(self.model, self.tokenizer, prompts, self.score_token_ids(prompts[0]),
+                                            self.cfg.batch_size)
+        probs = torch.softmax(at_score, dim=-1)
+        details = [{"score_probs": [round(p, 5) for p in row.tolist()]} for row in probs]
+        return RewardOutput(expected_score(at_score).tolist(), details)
