@@ -1,5 +1,6 @@
 """Command line: `selfalign run RECIPE.yaml [--output-dir DIR] [--set key.path=value ...]`,
-`selfalign sandbox build`. Also `python -m selfalign` and `accelerate launch -m selfalign run ...`.
+`selfalign eval MODEL --prompts SOURCE --best-of 1,2,4,8 ...` (best-of-N selection), `selfalign sandbox build`.
+Also `python -m selfalign` and `accelerate launch -m selfalign run ...`.
 
 A user mistake prints one line to stderr and exits with code 2; no traceback.
 """
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -56,6 +59,58 @@ def cmd_sandbox_build(args: argparse.Namespace) -> int:
     return 0
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # owner/name, loadable from the HF cache
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from selfalign.best_of_n import BestOfNSettings, parse_best_of, parse_rules, run_best_of_n, write_report
+
+    settings = BestOfNSettings(best_of=parse_best_of(args.best_of), rules=parse_rules(args.select),
+                               temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                               batch_size=args.batch_size, seed=args.seed, borda_power=args.borda_power)
+    for message, ok in (("--temperature must be >= 0", args.temperature >= 0),
+                        ("--temperature 0 (greedy) gives one sample per prompt; use --best-of 1",
+                         args.temperature > 0 or settings.best_of == [1]),
+                        ("--top-p must be in (0, 1]", 0 < args.top_p <= 1),
+                        ("--max-new-tokens must be >= 1", args.max_new_tokens >= 1),
+                        ("--batch-size must be >= 1", args.batch_size >= 1),
+                        ("--borda-power must be >= 0", args.borda_power >= 0),
+                        ("--num-prompts must be >= 1", args.num_prompts is None or args.num_prompts >= 1)):
+        if not ok:
+            raise ConfigError(message)
+    sandbox_source = args.prompts.startswith("sandbox://")
+    if sandbox_source and args.num_prompts is None:
+        raise ConfigError(f"{args.prompts}: a sandbox source is unbounded; give --num-prompts")
+    file_source = Path(args.prompts).suffix in (".jsonl", ".json")
+    split = args.split or ("eval" if sandbox_source else None if file_source else "test")
+    if sandbox_source and split not in ("train", "eval"):
+        raise ConfigError(f"--split: a sandbox source has the splits train and eval, not {split!r}")
+    if args.model != "sandbox" and not Path(args.model).exists() and not _HUB_ID.match(args.model):
+        raise ConfigError(f"{args.model}: no such model directory (give a model directory or 'sandbox')")
+
+    from selfalign import models
+    from selfalign.config import ModelConfig
+    from selfalign.data.prompts import load_prompts
+
+    prompts = load_prompts(args.prompts, split=split or "test", sandbox_split=split or "eval", limit=args.num_prompts)
+    cfg = ModelConfig(path=args.model)
+    path = models.base_model_path(cfg)
+    tokenizer = models.load_tokenizer(path, cfg)
+    model = models.load_model(path, cfg, models.default_device()).eval()
+    t0 = time.perf_counter()
+    report, records = run_best_of_n(model, tokenizer, prompts.rows, settings,
+                                    judge_template="sandbox" if prompts.verifier == "sandbox" else "srlm")
+    report = {"model": args.model, "prompts": args.prompts, "split": split, **report,
+              "wall_seconds": round(time.perf_counter() - t0, 1)}
+    written = write_report(report, records, args.output)
+    if report["accuracy"] is not None:
+        top = max(report["best_of"])
+        print(f"best-of-{top} accuracy: " + ", ".join(f"{rule}={by_n[str(top)]:.3f}"
+                                                       for rule, by_n in report["accuracy"].items()))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfalign", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -65,6 +120,23 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="run directory (default: runs/<recipe name>)")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a recipe value")
     run.set_defaults(func=cmd_run)
+    ev = sub.add_parser("eval", help="best-of-N: sample N responses per prompt, select one by each rule")
+    ev.add_argument("model", help="a model directory, or 'sandbox' (the built-in sandbox model)")
+    ev.add_argument("--prompts", required=True, help="sandbox://arith?..., a .jsonl file, or an HF dataset")
+    ev.add_argument("--split", help="sandbox: train or eval (default eval, the held-out problems); "
+                    "HF dataset: its split (default test)")
+    ev.add_argument("--num-prompts", type=int, help="evaluate the first K rows (default all; needed for sandbox)")
+    ev.add_argument("--best-of", default="1,2,4,8", metavar="N,N,...", help="sample counts (default 1,2,4,8)")
+    ev.add_argument("--select", default="self_certainty,borda,majority,likelihood", metavar="RULE,...",
+                    help="selection rules: self_certainty, borda, majority, likelihood, judge, ptrue")
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--top-p", type=float, default=1.0)
+    ev.add_argument("--max-new-tokens", type=int, default=256)
+    ev.add_argument("--batch-size", type=int, default=64, help="sequences per generate / scoring pass")
+    ev.add_argument("--borda-power", type=float, default=0.5, help="p in (N − r + 1)^p (0: majority voting)")
+    ev.add_argument("--output", default="runs/best_of_n", help="report directory (default runs/best_of_n)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=cmd_eval)
     sandbox = sub.add_parser("sandbox", help="the built-in sandbox task and model")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
     sb = sandbox_sub.add_parser("build", help="build (or find in the cache) the sandbox base model; prints its path")

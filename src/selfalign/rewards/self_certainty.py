@@ -1,0 +1,95 @@
+"""Self-certainty: how far the model's next-token distributions are from uniform, over a response.
+
+Kang et al. 2025, https://arxiv.org/abs/2502.18581: "self-certainty ... leverages the inherent
+probability distribution of LLM outputs to estimate response quality without external reward
+models". Per response token t, KL(U ‖ p_t) = −(1/V) Σ_v log p_t,v − log V
+= logsumexp(z_t) − mean_v z_t,v − log V ≥ 0; the response's score is its mean over t. Unlike the
+likelihood it looks at the whole distribution, not only at the sampled token. Higher = more
+confident; 0 = uniform; ≈ log V = all mass on one token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from selfalign.rewards.base import RewardOutput
+from selfalign.scoring import tokenize_pair
+
+
+def self_certainty(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+    """Mean over masked positions of KL(U ‖ softmax(z)) = logsumexp(z) − mean_v z_v − log V.
+
+    Args:
+        logits: (batch, length, vocab), any float dtype; computed in float32.
+        mask: (batch, length); nonzero marks the positions to average. Unmasked positions are never
+            read into the result, so padding may hold anything (even inf or NaN).
+        chunk_size: positions per step along `length`; the float32 temporaries are (batch,
+            chunk_size, vocab), never (batch, length, vocab).
+
+    Returns:
+        (batch,) float32. A sequence with an all-zero mask gets 0.0, the certainty of the uniform
+        distribution (the least possible), so an empty response never wins an argmax.
+    """
+    if logits.dim() != 3 or mask.shape != logits.shape[:2]:
+        raise ValueError(f"self_certainty: logits (batch, length, vocab) and mask (batch, length) expected, "
+                         f"got {tuple(logits.shape)} and {tuple(mask.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"self_certainty: chunk_size must be >= 1, got {chunk_size}")
+    batch, length, vocab = logits.shape
+    keep = mask.to(device=logits.device) != 0
+    total = torch.zeros(batch, dtype=torch.float32, device=logits.device)
+    for start in range(0, length, chunk_size):
+        z = logits[:, start : start + chunk_size].float()
+        per_position = torch.logsumexp(z, dim=-1) - z.mean(dim=-1) - math.log(vocab)
+        total += torch.where(keep[:, start : start + chunk_size], per_position, 0.0).sum(dim=-1)
+    count = keep.sum(dim=-1)
+    return torch.where(count > 0, total / count.clamp(min=1), 0.0)
+
+
+@torch.no_grad()
+def response_certainty(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
+                       pad_token_id: int = 0, chunk_size: int = 64) -> list[float]:
+    """Self-certainty of each (prompt_ids, response_ids) pair: one teacher-forced pass, averaged over
+    the positions that predict the response tokens (position p − 1 + j predicts response token j)."""
+    device = next(model.parameters()).device
+    out = [0.0] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        seqs = [pairs[i][0] + pairs[i][1] for i in idx]
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(seqs), width), dtype=torch.long)
+        scored = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, (s, i) in enumerate(zip(seqs, idx, strict=True)):  # right padding keeps position ids exact
+            input_ids[r, : len(s)] = torch.tensor(s)
+            attention[r, : len(s)] = 1
+            p, y = len(pairs[i][0]), len(pairs[i][1])
+            scored[r, max(p - 1, 0) : p - 1 + y] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        certainty = self_certainty(logits, scored.to(logits.device), chunk_size).cpu().tolist()
+        for r, i in enumerate(idx):
+            out[i] = certainty[r]
+    return out
+
+
+class SelfCertaintyReward:
+    name = "self_certainty"
+
+    def __init__(self, model, tokenizer, batch_size: int = 32, chunk_size: int = 64):
+        self.model, self.tokenizer, self.batch_size, self.chunk_size = model, tokenizer, batch_size, chunk_size
+
+    def score(self, rows: list[dict], responses: list[str]) -> RewardOutput:
+        """Responses are tokenized as DPO does (EOS appended), so the EOS decision is scored too."""
+        pairs = [tokenize_pair(self.tokenizer, r["prompt_text"], y) for r, y in zip(rows, responses, strict=True)]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            scores = response_certainty(self.model, pairs, self.batch_size, self.tokenizer.pad_token_id or 0,
+                                        self.chunk_size)
+        finally:
+            self.model.train(was_training)
+        return RewardOutput(list(scores), [{"tokens": len(y)} for _, y in pairs])
