@@ -259,6 +259,45 @@ def test_seed_sft_enabled_needs_data():
     assert recipe_from_dict({"seed_sft": {"enabled": True, "data": "sandbox://arith"}}).seed_sft.enabled
 
 
+SCIR_OK = {"rewards": {"judge": {"mode": "expected"}, "implicit": {}}, "pairs": {"reward": "implicit"}, "scir": {}}
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"pairs": {"rule": "all_pairs", "length_control": 0.3}},
+     "recipe: pairs.length_control: applies to rule best_vs_worst only"),
+    ({"pairs": {"length_control": 0.6}}, "recipe: pairs.length_control: 0.6 is out of range; must be <= 0.5"),
+    ({"rewards": {"likelihood": {}}, "pairs": {"reward": "likelihood", "label": "judge_strength"}},
+     "recipe: pairs.label: judge_strength needs rewards.judge"),
+    ({"rewards": {"judge": {}, "implicit": {}}, "pairs": {"reward": "implicit", "label": "judge_strength"},
+      "consistency": {}},
+     "recipe: pairs.label: judge_strength and consistency both set the pair label; choose one "
+     "(consistency.label: false only measures it)"),
+    ({**SCIR_OK, "rewards": {"implicit": {}}},
+     "recipe: scir: needs rewards.judge and rewards.implicit (the two internal reward models)"),
+    ({**SCIR_OK, "rewards": {"judge": {}, "implicit": {}}},
+     "recipe: scir.judge_format: pointwise reads score-token logits; set rewards.judge.mode: expected"),
+    ({**SCIR_OK, "consistency": {}}, "recipe: scir: cannot be combined with consistency (CREAM) labels; choose one "
+     "(consistency.label: false only measures it)"),
+    ({**SCIR_OK, "scir": {"judge_format": "pairwise", "options": ["A", "A"]}},
+     "recipe: scir.options: give two different answer strings (first-shown, second-shown)"),
+    ({**SCIR_OK, "scir": {"judge_format": "pairwise", "pairwise_template": "{prompt} {response_a}"}},
+     "recipe: scir.pairwise_template: missing {response_b}"),
+    ({**SCIR_OK, "pairs": {"reward": "implicit", "rule": "all_pairs"}},
+     "recipe: scir: builds its own candidate pairs; leave pairs.rule and pairs.length_control unset"),
+    ({**SCIR_OK, "scir": {"margin": 0.7}}, "recipe: scir.margin: 0.7 is out of range; must be <= 0.5"),
+])
+def test_pair_rule_and_scir_cross_checks(raw, expected):
+    assert config_error(recipe_from_dict, raw) == expected
+
+
+def test_valid_scir_and_osp_recipes():
+    assert recipe_from_dict({**SCIR_OK, "consistency": {"label": False}}).consistency.label is False
+    recipe = recipe_from_dict(SCIR_OK)
+    assert recipe.scir.judge_format == "pointwise" and recipe.scir.lambda_cons == 1.0
+    recipe = recipe_from_dict({"pairs": {"rule": "all_pairs", "label": "judge_strength", "max_pairs_per_prompt": 3}})
+    assert recipe.pairs.label == "judge_strength" and recipe.pairs.max_pairs_per_prompt == 3
+
+
 def test_train_dpo_passthrough_keys_are_validated_against_trl():
     recipe = recipe_from_dict({"train": {"dpo": {"loss_type": ["sigmoid"], "precompute_ref_log_probs": True}}})
     assert recipe.train.dpo == {"loss_type": ["sigmoid"], "precompute_ref_log_probs": True}

@@ -227,3 +227,63 @@ def test_cream_round_uses_consistency_as_the_soft_label(tiny_model, tmp_path, va
             assert p["consistency"] == pytest.approx(c[p["prompt_id"]])
             assert p["label"] == pytest.approx(mean_c if variant == "avg" else c[p["prompt_id"]])
         assert summary["rounds"][t]["train"]["steps"] >= 1
+
+
+@pytest.mark.parametrize("judge_format", ["pointwise", "pairwise"])
+def test_scir_round_keeps_agreed_pairs_for_dpo(tiny_model, tmp_path, judge_format):
+    """SCIR: candidate pairs, P_J (judge) and P_I = σ(r1 − r2) (implicit vs the pre-SFT base), DPO weight 1
+    exactly where they agree; the trainer logs the SCIR terms."""
+    from selfalign.data.scir_pairs import agreement, implicit_preference
+
+    raw = tiny_recipe(tiny_model, **{
+        "prompts.train_per_round": 4, "prompts.eval_prompts": 4, "generation.samples_per_prompt": 3,
+        "seed_sft": {"enabled": True, "data": "sandbox://arith", "max_examples": 16, "learning_rate": 1e-3},
+        "rewards": {"implicit": {"reference": "base", "beta": 0.1},
+                    "judge": {"mode": "expected", "template": "sandbox"}},
+        "pairs.reward": "implicit", "scir": {"judge_format": judge_format, "options": ["A", "B"],
+                                             "pairwise_template": "{prompt}|{response_a}|{response_b}|Better:"},
+        "tracking.wandb.enabled": False,
+    })
+    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    pairs = read_jsonl(tmp_path / "round_1/pairs.jsonl")
+    info = summary["rounds"][1]["pairs"]
+    assert info["candidates"] == 4 * 3 == len(pairs)  # C(3, 2) per prompt, regularize: all
+    for p in pairs:
+        assert 0.0 <= p["p_judge"] <= 1.0
+        assert p["weight"] == float(agreement(p["p_judge"], p["p_implicit"]) != 0)
+        assert p["p_implicit"] == pytest.approx(implicit_preference(p["reward0_chosen"], p["reward0_rejected"]))
+        if p["weight"]:
+            assert p["p_judge"] > 0.5 and p["p_implicit"] > 0.5  # oriented to the side both prefer
+    assert info["agreed"] == sum(p["weight"] for p in pairs)
+    assert 0 < info["agreed"] < len(pairs)
+    train = summary["rounds"][1]["train"]
+    assert train["steps"] >= 1
+
+
+def test_osp_labels_and_length_control(tiny_model, tmp_path):
+    """OSP: the pair label is the judge's P(chosen ≻ rejected) from the two score distributions; pairs come from
+    every scored pair (all_pairs) or from Meta-Rewarding's length-controlled choice."""
+    import torch
+
+    from selfalign.rewards.preference import preference_strength
+
+    for rule, extra in (("all_pairs", {"pairs.max_pairs_per_prompt": 2}),
+                        ("best_vs_worst", {"pairs.length_control": 0.3})):
+        raw = tiny_recipe(tiny_model, **{
+            "prompts.train_per_round": 4, "rewards": {"judge": {"mode": "expected", "template": "sandbox"}},
+            "pairs.reward": "judge", "pairs.rule": rule, "pairs.label": "judge_strength",
+            "tracking.wandb.enabled": False, **extra})
+        out = tmp_path / rule
+        Engine(recipe_from_dict(raw), out).run_all()
+        rewards = read_jsonl(out / "round_1/rewards.jsonl")
+        probs = {(r["prompt_id"], r["sample"]): torch.tensor(r["details"]["judge"]["score_probs"]) for r in rewards}
+        pairs = read_jsonl(out / "round_1/pairs.jsonl")
+        assert pairs
+        for p in pairs:
+            expected = preference_strength(probs[p["prompt_id"], p["chosen_sample"]],
+                                           probs[p["prompt_id"], p["rejected_sample"]])
+            assert p["label"] == pytest.approx(float(expected), abs=1e-6)
+        per_prompt = {}
+        for p in pairs:
+            per_prompt[p["prompt_id"]] = per_prompt.get(p["prompt_id"], 0) + 1
+        assert max(per_prompt.values()) <= (2 if rule == "all_pairs" else 1)

@@ -84,3 +84,34 @@ def test_build_pairs_with_min_margin_and_unknown_reward():
 
 def test_build_pairs_empty():
     assert build_pairs([], "judge") == ([], 0)
+
+
+def test_length_control_by_hand():
+    from selfalign.data.pairs import length_controlled
+
+    scores = [5.0, 4.8, 4.0, 1.0, 1.4]
+    lengths = [100, 40, 10, 30, 80]
+    # ρ = 0: the shortest top-scored sample vs the longest bottom-scored one
+    assert length_controlled(scores, lengths, 0.0) == (0, 3)
+    # ρ = 0.1: top band S ≥ 4.6 → {0, 1}, shortest 1; bottom band S ≤ 1.4 → {3, 4}, longest 4
+    assert length_controlled(scores, lengths, 0.1) == (1, 4)
+    # ρ = 0.5: both bands are S ≥ 3 and S ≤ 3; shortest top = 2 (len 10), longest bottom = 4
+    assert length_controlled(scores, lengths, 0.5) == (2, 4)
+    assert length_controlled([2.0, 2.0], [5, 9], 0.3) is None
+    assert length_controlled([3.0, None], [5, 9], 0.3) is None
+
+
+def test_all_pairs_and_build_pairs_rules():
+    from selfalign.data.pairs import all_pairs, build_pairs
+
+    assert all_pairs([1.0, 3.0, 2.0]) == [(1, 0), (1, 2), (2, 0)]
+    assert all_pairs([1.0, 3.0, 2.0], min_margin=1.5) == [(1, 0)]
+    assert all_pairs([1.0, 3.0, 2.0], max_pairs=2) == [(1, 0), (1, 2)]
+    group = {"row": {"id": "p", "prompt_text": "Q"},
+             "samples": [{"response": r, "scores": {"s": s}} for r, s in (("aaaa", 3.0), ("b", 2.9), ("cc", 0.0))]}
+    pairs, dropped = build_pairs([group], "s", rule="all_pairs")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("aaaa", "cc"), ("b", "cc"), ("aaaa", "b")]
+    pairs, _ = build_pairs([group], "s", length_control=0.1)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("b", "cc")]
+    pairs, _ = build_pairs([group], "s")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("aaaa", "cc")]

@@ -142,13 +142,44 @@ class ConsistencyConfig:
 
     method: Literal["kendall", "spearman", "toporder"] = "kendall"
     variant: Literal["avg", "dyn"] = "avg"  # avg: dataset mean C for every pair; dyn: per-prompt c_j
+    label: bool = True  # false: only measure and log the consistency (any method), DPO labels unchanged
+
+
+DEFAULT_PAIRWISE_TEMPLATE = """Which response answers the user's question better? Compare them for helpfulness, \
+correctness, clarity and conciseness, not length or position.
+
+User: {prompt}
+<response A>{response_a}</response A>
+<response B>{response_b}</response B>
+
+Answer with the single letter of the better response."""
+
+
+@dataclass
+class SCIRConfig:
+    """SCIR (Zhou et al. 2025): the judge and the implicit reward (rewards.implicit, its reference is the fixed
+    anchor) each predict P(y1 ≻ y2) for every candidate pair of a prompt's samples; DPO trains on the pairs where
+    they agree, and the loss adds λ_cons · symmetric KL between the two predictions plus λ_conf · the entropy of
+    their mean. Forms and defaults not in the paper are ours (README)."""
+
+    judge_format: Literal["pointwise", "pairwise"] = "pointwise"  # pointwise: from two score distributions
+    pairwise_template: str = DEFAULT_PAIRWISE_TEMPLATE  # {prompt}, {response_a}, {response_b}
+    options: list[str] = _opt(factory=lambda: ["A", "B"])  # pairwise answer tokens: first-shown, second-shown
+    margin: float = _opt(0.0, lo=0.0, hi=0.5)  # agree: both predictions on the same side of 0.5 by > margin
+    lambda_cons: float = _opt(1.0, lo=0.0)
+    lambda_conf: float = _opt(0.1, lo=0.0)
+    regularize: Literal["all", "agreed"] = "all"  # which candidate pairs carry the two added terms
+    batch_size: int = _opt(32, lo=1)  # pairwise judge forward passes in the pairs stage
 
 
 @dataclass
 class PairsConfig:
-    rule: Literal["best_vs_worst"] = "best_vs_worst"
+    rule: Literal["best_vs_worst", "all_pairs"] = "best_vs_worst"  # all_pairs: every pair with a score gap (OSP)
     reward: str = "judge"  # which reward source ranks the samples
-    min_margin: float = _opt(0.0, lo=0.0)  # drop a prompt when best − worst ≤ this (ties always dropped)
+    min_margin: float = _opt(0.0, lo=0.0)  # drop a pair when its score gap ≤ this (ties always dropped)
+    length_control: float | None = _opt(None, lo=0.0, hi=0.5)  # Meta-Rewarding ρ (best_vs_worst only)
+    max_pairs_per_prompt: int | None = _opt(None, lo=1)  # all_pairs and SCIR candidates: largest gaps first
+    label: Literal["hard", "judge_strength"] = "hard"  # judge_strength: OSP soft label P_judge(chosen ≻ rejected)
 
 
 @dataclass
@@ -211,6 +242,7 @@ class Recipe:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     rewards: RewardsConfig = field(default_factory=lambda: RewardsConfig(judge=JudgeConfig()))
     consistency: ConsistencyConfig | None = None
+    scir: SCIRConfig | None = None
     pairs: PairsConfig = field(default_factory=PairsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -369,6 +401,32 @@ def _cross_checks(recipe: Recipe) -> None:
         raise ConfigError(f"pairs.reward: {recipe.pairs.reward!r} is not a configured reward; configured: {allowed}")
     if recipe.generation.samples_per_prompt < 2 and recipe.rounds > 0:
         raise ConfigError("generation.samples_per_prompt: must be >= 2 to build preference pairs")
+    judge = recipe.rewards.judge
+    if recipe.pairs.length_control is not None and recipe.pairs.rule != "best_vs_worst":
+        raise ConfigError("pairs.length_control: applies to rule best_vs_worst only")
+    if recipe.pairs.label == "judge_strength":
+        if judge is None:
+            raise ConfigError("pairs.label: judge_strength needs rewards.judge")
+        if recipe.consistency is not None and recipe.consistency.label:
+            raise ConfigError("pairs.label: judge_strength and consistency both set the pair label; choose one "
+                              "(consistency.label: false only measures it)")
+    if recipe.scir is not None:
+        if recipe.consistency is not None and recipe.consistency.label:
+            raise ConfigError("scir: cannot be combined with consistency (CREAM) labels; choose one "
+                              "(consistency.label: false only measures it)")
+        if judge is None or recipe.rewards.implicit is None:
+            raise ConfigError("scir: needs rewards.judge and rewards.implicit (the two internal reward models)")
+        if recipe.scir.judge_format == "pointwise" and judge.mode != "expected":
+            raise ConfigError("scir.judge_format: pointwise reads score-token logits; set rewards.judge.mode: expected")
+        if recipe.scir.judge_format == "pairwise":
+            if len(recipe.scir.options) != 2 or len(set(recipe.scir.options)) != 2:
+                raise ConfigError("scir.options: give two different answer strings (first-shown, second-shown)")
+            template = recipe.scir.pairwise_template
+            missing = [k for k in ("{prompt}", "{response_a}", "{response_b}") if k not in template]
+            if missing:
+                raise ConfigError(f"scir.pairwise_template: missing {', '.join(missing)}")
+        if recipe.pairs.rule != "best_vs_worst" or recipe.pairs.length_control is not None:
+            raise ConfigError("scir: builds its own candidate pairs; leave pairs.rule and pairs.length_control unset")
     if recipe.seed_sft.enabled and not (recipe.seed_sft.data or recipe.seed_sft.judge_data):
         raise ConfigError("seed_sft: enabled but neither seed_sft.data nor seed_sft.judge_data is set")
     if recipe.train.dpo:

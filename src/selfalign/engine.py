@@ -33,10 +33,14 @@ from selfalign.artifacts import (
 from selfalign.config import ConfigError, Recipe, dump_recipe, to_dict
 from selfalign.data.pairs import build_pairs
 from selfalign.data.prompts import load_prompts, render_prompt
+from selfalign.data.scir_pairs import agreement, candidate_pairs, implicit_preference
 from selfalign.generation import generate
 from selfalign.rewards import build_rewards
 from selfalign.rewards.consistency import CONSISTENCY
+from selfalign.rewards.judge import SCORES, JudgeReward
 from selfalign.rewards.likelihood import LikelihoodReward
+from selfalign.rewards.pairwise_judge import PairwiseJudge
+from selfalign.rewards.preference import empirical_distribution, preference_strength
 from selfalign.rewards.verifier import is_correct
 from selfalign.tracking import Tracker
 
@@ -310,23 +314,108 @@ class Engine:
             grp = groups.setdefault(g["prompt_id"], {"row": {"id": g["prompt_id"], "prompt_text": g["prompt_text"],
                                                              "answer": g.get("answer"), "prompt": g["prompt"]},
                                                      "samples": []})
-            grp["samples"].append({"response": g["response"], "scores": r["scores"]})
-        pairs, dropped = build_pairs(list(groups.values()), self.recipe.pairs.reward, self.recipe.pairs.min_margin)
-        info = {"kept": len(pairs), "dropped_ties": dropped}
-        if self.recipe.consistency is not None:
-            info.update(self._consistency_labels(groups, pairs))
-        if pairs and all(grp["row"]["answer"] is not None for grp in groups.values()):
+            grp["samples"].append({"response": g["response"], "scores": r["scores"], "details": r["details"]})
+        p = self.recipe.pairs
+        if self.recipe.scir is not None:
+            pairs, info = self._scir_pairs(t, groups)
+            if self.recipe.consistency is not None:
+                info.update(self._consistency_labels(groups, pairs))
+        else:
+            pairs, dropped = build_pairs(list(groups.values()), p.reward, p.min_margin, p.rule, p.length_control,
+                                         p.max_pairs_per_prompt)
+            info = {"kept": len(pairs), "dropped_ties": dropped}
+            if self.recipe.consistency is not None:
+                info.update(self._consistency_labels(groups, pairs))
+            if p.label == "judge_strength":
+                info.update(self._judge_strength_labels(groups, pairs))
+        trained = [q for q in pairs if q.get("weight", 1.0) > 0]
+        if trained and all(grp["row"]["answer"] is not None for grp in groups.values()):
             rows = {pid: grp["row"] for pid, grp in groups.items()}
-            right = [(is_correct(rows[p["prompt_id"]], p["chosen"]), is_correct(rows[p["prompt_id"]], p["rejected"]))
-                     for p in pairs]
+            right = [(is_correct(rows[q["prompt_id"]], q["chosen"]), is_correct(rows[q["prompt_id"]], q["rejected"]))
+                     for q in trained]
             info["chosen_correct"] = sum(c for c, _ in right) / len(right)
             info["rejected_correct"] = sum(r for _, r in right) / len(right)
+        if pairs:
+            info["chosen_chars"] = statistics.fmean(len(q["chosen"]) for q in trained) if trained else None
+            info["rejected_chars"] = statistics.fmean(len(q["rejected"]) for q in trained) if trained else None
         path = self.run.round_dir(t) / "pairs.jsonl"
         write_jsonl(path, pairs)
         return path, info
 
+    def _judge_distribution(self, sample: dict) -> torch.Tensor | None:
+        """The judge's score distribution for one sample: softmax (expected mode) or the parsed scores' shares."""
+        detail = sample["details"].get("judge", {})
+        if "score_probs" in detail:
+            return torch.tensor(detail["score_probs"], dtype=torch.float64)
+        parsed = [s for s in detail.get("parsed", []) if s is not None]
+        return empirical_distribution(parsed, SCORES) if parsed else None
+
+    def _judge_strength_labels(self, groups: dict[str, dict], pairs: list[dict]) -> dict:
+        """OSP: each pair's label = the judge's P(chosen ≻ rejected) from the two samples' score distributions."""
+        missing = 0
+        for q in pairs:
+            samples = groups[q["prompt_id"]]["samples"]
+            pc, pr = (self._judge_distribution(samples[q[k]]) for k in ("chosen_sample", "rejected_sample"))
+            if pc is None or pr is None:
+                missing += 1  # no parsed judgment: the pair keeps the hard label
+                continue
+            q["label"] = float(preference_strength(pc, pr))
+        labels = [q["label"] for q in pairs if "label" in q]
+        return {"label_mean": statistics.fmean(labels) if labels else None, "label_missing": missing}
+
+    def _scir_pairs(self, t: int, groups: dict[str, dict]) -> tuple[list[dict], dict]:
+        """SCIR: every candidate pair, P_J and P_I from the round-start model, DPO weight 1 where they agree."""
+        cfg, judge_cfg = self.recipe.scir, self.recipe.rewards.judge
+        cands = []
+        for pid, grp in groups.items():  # candidates by pairs.reward: largest gaps first, unscored samples left out
+            ranked = [s["scores"].get(self.recipe.pairs.reward) for s in grp["samples"]]
+            ranked = [None if s["scores"].get("implicit") is None else x for s, x in zip(grp["samples"], ranked,
+                                                                                        strict=True)]
+            cands += [(pid, i, j) for i, j in candidate_pairs(ranked, self.recipe.pairs.max_pairs_per_prompt)]
+        if not cands:
+            return [], {"candidates": 0, "kept": 0}
+        rows = [groups[pid]["row"] for pid, _, _ in cands]
+        y1 = [groups[pid]["samples"][i]["response"] for pid, i, _ in cands]
+        y2 = [groups[pid]["samples"][j]["response"] for pid, _, j in cands]
+        r1 = [groups[pid]["samples"][i]["scores"]["implicit"] for pid, i, _ in cands]
+        r2 = [groups[pid]["samples"][j]["scores"]["implicit"] for pid, _, j in cands]
+        if cfg.judge_format == "pointwise":
+            judge = JudgeReward(None, self.tokenizer, judge_cfg)
+            j1, j2 = judge.judge_prompts(rows, y1, expected=True), judge.judge_prompts(rows, y2, expected=True)
+            p_judge = [float(preference_strength(self._judge_distribution(groups[pid]["samples"][i]),
+                                                 self._judge_distribution(groups[pid]["samples"][j])))
+                       for pid, i, j in cands]
+        else:
+            judge = PairwiseJudge(self.tokenizer, cfg.pairwise_template, cfg.options)
+            j1, j2 = judge.prompts(rows, y1, y2), judge.prompts(rows, y2, y1)
+            p_judge = judge.probability(self.model(t - 1), rows, y1, y2, cfg.batch_size).tolist()
+        p_implicit = [implicit_preference(a, b) for a, b in zip(r1, r2, strict=True)]
+        pairs, agreed = [], 0
+        for k, (pid, i, j) in enumerate(cands):
+            p_impl = p_implicit[k]
+            side = agreement(p_judge[k], p_impl, cfg.margin)
+            agreed += side != 0
+            if side == 0 and cfg.regularize == "agreed":
+                continue
+            swap = side == -1  # both prefer y2: it becomes the chosen response
+            a, b = (j, i) if swap else (i, j)
+            pj = 1 - p_judge[k] if swap else p_judge[k]
+            pairs.append({
+                "prompt_id": pid, "prompt": rows[k]["prompt_text"],
+                "chosen": groups[pid]["samples"][a]["response"], "rejected": groups[pid]["samples"][b]["response"],
+                "chosen_sample": a, "rejected_sample": b,
+                "label": pj if self.recipe.pairs.label == "judge_strength" else 1.0, "weight": float(side != 0),
+                "judge_1": j2[k] if swap else j1[k], "judge_2": j1[k] if swap else j2[k],
+                "reward0_chosen": r2[k] if swap else r1[k], "reward0_rejected": r1[k] if swap else r2[k],
+                "p_judge": pj, "p_implicit": 1 - p_impl if swap else p_impl,
+            })
+        gap = statistics.fmean(abs(a - b) for a, b in zip(p_judge, p_implicit, strict=True))
+        return pairs, {"candidates": len(cands), "kept": len(pairs), "agreed": agreed,
+                       "agreement_rate": agreed / len(cands), "mean_abs_disagreement": gap}
+
     def _consistency_labels(self, groups: dict[str, dict], pairs: list[dict]) -> dict:
-        """Set each pair's soft label to the ranking consistency (CREAM): dataset C (avg) or c_j (dyn)."""
+        """The ranking consistency (CREAM) per prompt and on average; unless consistency.label is false, it becomes
+        each pair's soft label: dataset C (avg) or c_j (dyn)."""
         cfg, name = self.recipe.consistency, self.recipe.pairs.reward
         per_prompt = {}
         for pid, grp in groups.items():
@@ -340,11 +429,13 @@ class Engine:
         dataset_c = statistics.fmean(per_prompt.values())
         for p in pairs:
             p["consistency"] = per_prompt.get(p["prompt_id"])
-            p["label"] = dataset_c if cfg.variant == "avg" or p["consistency"] is None else p["consistency"]
+            if cfg.label:
+                p["label"] = dataset_c if cfg.variant == "avg" or p["consistency"] is None else p["consistency"]
         return {"consistency": dataset_c, "consistency_std": statistics.pstdev(per_prompt.values())}
 
     def train(self, t: int):
         from selfalign.trainers.dpo import train_dpo, train_stats
+        from selfalign.trainers.scir import SCIRTrainer
         from selfalign.trainers.soft_dpo import SoftLabelDPOTrainer
 
         pairs = read_jsonl(self.run.round_dir(t) / "pairs.jsonl")
@@ -356,10 +447,15 @@ class Engine:
         policy = models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
         ref = None if cfg.lora else models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
         soft = any("label" in p or "weight" in p for p in pairs)
+        extra = ("judge_1", "judge_2", "reward0_chosen", "reward0_rejected") if self.recipe.scir else ()
         rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
-                 **({"label": p.get("label", 1.0), "weight": p.get("weight", 1.0)} if soft else {})} for p in pairs]
+                 **({"label": p.get("label", 1.0), "weight": p.get("weight", 1.0)} if soft else {}),
+                 **{k: p[k] for k in extra}} for p in pairs]
+        trainer_cls, kwargs = (SoftLabelDPOTrainer if soft else None), None
+        if self.recipe.scir is not None:
+            trainer_cls, kwargs = SCIRTrainer, self._scir_trainer_kwargs(pairs[0])
         trainer = train_dpo(policy, self.tokenizer, rows, cfg, self.run.round_dir(t) / "trainer",
-                            self.recipe.seed + t, ref_model=ref, trainer_cls=SoftLabelDPOTrainer if soft else None)
+                            self.recipe.seed + t, ref_model=ref, trainer_cls=trainer_cls, trainer_kwargs=kwargs)
         out = self.run.round_dir(t) / ("adapter" if cfg.lora else "model")
         tmp = out.with_name(f".{out.name}.tmp")
         trainer.save_model(str(tmp))
@@ -370,6 +466,16 @@ class Engine:
         del trainer, policy, ref
         gc.collect()
         return out, stats
+
+    def _scir_trainer_kwargs(self, pair: dict) -> dict:
+        cfg = self.recipe.scir
+        if cfg.judge_format == "pointwise":
+            option_ids = JudgeReward(None, self.tokenizer, self.recipe.rewards.judge).score_token_ids(pair["judge_1"])
+        else:
+            option_ids = PairwiseJudge(self.tokenizer, cfg.pairwise_template, cfg.options).option_ids(pair["judge_1"])
+        return {"judge_format": cfg.judge_format, "option_ids": option_ids,
+                "implicit_beta": self.recipe.rewards.implicit.beta, "lambda_cons": cfg.lambda_cons,
+                "lambda_conf": cfg.lambda_conf}
 
     def evaluate(self, t: int):
         e, g = self.recipe.eval, self.recipe.generation

@@ -48,7 +48,7 @@ def train_stats(log_history: list[dict]) -> dict:
 
 
 def train_dpo(model, tokenizer, pairs: list[dict], cfg: TrainConfig, output_dir: Path, seed: int,
-              ref_model=None, trainer_cls=None):
+              ref_model=None, trainer_cls=None, trainer_kwargs: dict | None = None):
     """Run DPO on `pairs` (rows with prompt, chosen, rejected, and any extra columns a subclass reads).
 
     Reference: `ref_model` for full fine-tuning; with LoRA, the base with the adapter disabled.
@@ -63,7 +63,7 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: TrainConfig, output_dir:
     peft = lora_config(cfg.lora) if cfg.lora is not None else None
     trainer = trainer_cls(
         model=model, ref_model=None if peft is not None else ref_model, args=dpo_config(cfg, output_dir, seed),
-        train_dataset=dataset, processing_class=tokenizer, peft_config=peft,
+        train_dataset=dataset, processing_class=tokenizer, peft_config=peft, **(trainer_kwargs or {}),
     )
     trainer.remove_callback(PrinterCallback)  # selfalign reports the round's training stats itself
     trainer.train()

@@ -84,17 +84,27 @@ class SoftLabelDPOTrainer(DPOTrainer):
                              f"{[k for k, bad in unsupported.items() if bad]} at their defaults")
         self.data_collator = PairColumnsCollator(self.data_collator)
 
+    #: dataset columns the collator turns into extra batch keys (and batch keys that are not model inputs)
+    extra_columns: tuple[str, ...] = tuple(PAIR_COLUMNS)
+    extra_batch_keys: tuple[str, ...] = tuple(PAIR_COLUMNS)
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        self._signature_columns += [c for c in PAIR_COLUMNS if c not in self._signature_columns]
+        self._signature_columns += [c for c in self.extra_columns if c not in self._signature_columns]
 
     def compute_ref_log_probs(self, model, inputs):
         # TRL forwards every batch key it does not know to the model; many forwards swallow `label`/`weight` silently
-        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k not in PAIR_COLUMNS})
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items()
+                                                     if k not in self.extra_batch_keys})
+
+    def extra_loss(self, model, inputs: dict, extras: dict, margin: torch.Tensor) -> torch.Tensor | float:
+        """Added to the soft-label DPO loss; `extras` holds the popped extra batch keys. Subclasses override."""
+        return 0.0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        label, weight = inputs.pop("label"), inputs.pop("weight")
+        extras = {k: inputs.pop(k) for k in self.extra_batch_keys if k in inputs}
+        label, weight = extras["label"], extras["weight"]
         precomputed = self.precompute_ref_logps
         if not precomputed:
             reference = self.ref_model if self.ref_model is not None else self.model
@@ -110,6 +120,7 @@ class SoftLabelDPOTrainer(DPOTrainer):
         chosen_logps, rejected_logps = policy.outputs.log_probs[:, -seq_len:].sum(dim=1).chunk(2)
         margin = dpo_margin(chosen_logps, rejected_logps, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"])
         loss = (soft_label_dpo_loss(margin, label, self.beta) * weight).mean()
+        loss = loss + self.extra_loss(model, inputs, extras, margin)
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * policy.outputs.aux_loss
         return (loss, result[1]) if return_outputs else loss

@@ -1,0 +1,105 @@
+"""P(y1 ≻ y2) from a judge, SCIR's regulariser and agreement filter, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfalign.data.scir_pairs import agreement, candidate_pairs, implicit_preference
+from selfalign.rewards.preference import (
+    empirical_distribution,
+    judge_probability,
+    pairwise_judge_probability,
+    preference_strength,
+)
+from selfalign.trainers.losses import bernoulli_entropy, scir_regularizer, symmetric_bernoulli_kl
+
+
+def test_preference_strength_by_hand():
+    p1 = torch.tensor([0.0, 0.5, 0.5])  # scores 1, 2, 3
+    p2 = torch.tensor([0.5, 0.5, 0.0])
+    # P(S1 > S2) = .5·.5 (2>1) + .5·1 (3>1 or 3>2) = .75; P(=) = .5·.5 (2=2) = .25 → .75 + .125
+    assert float(preference_strength(p1, p2)) == pytest.approx(0.875)
+    assert float(preference_strength(p2, p1)) == pytest.approx(0.125)
+    same = torch.tensor([0.2, 0.3, 0.5])
+    assert float(preference_strength(same, same)) == pytest.approx(0.5)
+    one_hot = torch.eye(3)
+    assert float(preference_strength(one_hot[2], one_hot[0])) == 1.0
+    assert float(preference_strength(one_hot[1], one_hot[1])) == 0.5
+
+
+def test_preference_strength_batched_and_differentiable():
+    logits = torch.randn(4, 5, requires_grad=True)
+    p = torch.softmax(logits, -1)
+    s = preference_strength(p[:2], p[2:])
+    assert s.shape == (2,)
+    s.sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert torch.allclose(preference_strength(p[:2], p[2:]) + preference_strength(p[2:], p[:2]), torch.ones(2))
+
+
+def test_empirical_distribution():
+    assert empirical_distribution([3, 3, 5], (1, 2, 3, 4, 5)).tolist() == pytest.approx([0, 0, 2 / 3, 0, 1 / 3])
+    assert empirical_distribution([], (1, 2)).tolist() == [0, 0]
+
+
+def test_pairwise_probability_averages_both_orders():
+    # y1 first: P(first better) = σ(2 − 0); y2 first: P(second better) = σ(0 − 1)
+    p = pairwise_judge_probability(torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    expected = 0.5 * (1 / (1 + math.exp(-2)) + 1 / (1 + math.exp(1)))
+    assert float(p) == pytest.approx(expected)
+    # a judge that always answers "first" (pure position bias) says 0.5
+    biased = torch.tensor([[3.0, -3.0]])
+    assert float(pairwise_judge_probability(biased, biased)) == pytest.approx(0.5)
+
+
+def test_judge_probability_dispatch():
+    l1, l2 = torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([[5.0, 0.0, 0.0]])
+    assert float(judge_probability("pointwise", l1, l2)) > 0.98
+    with pytest.raises(ValueError, match="unknown judge format"):
+        judge_probability("listwise", l1, l2)
+
+
+def test_symmetric_kl_and_entropy_by_hand():
+    p, q = torch.tensor([0.8]), torch.tensor([0.6])
+    kl_pq = 0.8 * math.log(0.8 / 0.6) + 0.2 * math.log(0.2 / 0.4)
+    kl_qp = 0.6 * math.log(0.6 / 0.8) + 0.4 * math.log(0.4 / 0.2)
+    assert float(symmetric_bernoulli_kl(p, q)) == pytest.approx(kl_pq + kl_qp)
+    assert float(symmetric_bernoulli_kl(q, p)) == pytest.approx(kl_pq + kl_qp)
+    assert float(symmetric_bernoulli_kl(p, p)) == 0.0
+    assert float(bernoulli_entropy(torch.tensor([0.5]))) == pytest.approx(math.log(2))
+    assert float(bernoulli_entropy(torch.tensor([0.8]))) == pytest.approx(-(0.8 * math.log(0.8) + 0.2 * math.log(0.2)))
+    extreme = symmetric_bernoulli_kl(torch.tensor([0.0]), torch.tensor([1.0]))
+    assert torch.isfinite(extreme) and float(bernoulli_entropy(torch.tensor([1.0]))) < 1e-4
+
+
+def test_scir_regularizer_by_hand_and_gradients():
+    pj = torch.tensor([0.8], requires_grad=True)
+    pi = torch.tensor([0.6], requires_grad=True)
+    reg = scir_regularizer(pj, pi, lambda_cons=2.0, lambda_conf=0.5)
+    entropy = -(0.7 * math.log(0.7) + 0.3 * math.log(0.3))
+    expected = 2.0 * float(symmetric_bernoulli_kl(pj.detach(), pi.detach())) + 0.5 * entropy
+    assert float(reg) == pytest.approx(expected)
+    reg.sum().backward()
+    # the consistency term pulls the two together: lower p_J, raise p_I (the entropy term pushes both up)
+    assert pj.grad.item() > 0 and pi.grad.item() < 0
+    assert float(scir_regularizer(pj, pi, 0.0, 0.0)) == 0.0
+
+
+def test_candidate_pairs_orientation_and_cap():
+    scores = [0.1, None, 0.7, 0.3]
+    assert candidate_pairs(scores) == [(2, 0), (2, 3), (3, 0)]
+    assert candidate_pairs(scores, max_pairs=1) == [(2, 0)]
+    assert candidate_pairs([0.5, 0.5]) == [(0, 1)]
+    assert candidate_pairs([0.5, None]) == []
+
+
+def test_implicit_preference_and_agreement():
+    assert implicit_preference(0.0, 0.0) == 0.5
+    assert implicit_preference(1.0, 0.0) == pytest.approx(1 / (1 + math.exp(-1)))
+    assert implicit_preference(-800.0, 0.0) == pytest.approx(0.0) and implicit_preference(800.0, 0.0) == 1.0
+    assert agreement(0.7, 0.6) == 1 and agreement(0.3, 0.2) == -1 and agreement(0.7, 0.4) == 0
+    assert agreement(0.7, 0.5) == 0  # an implicit reward with no opinion never agrees
+    assert agreement(0.7, 0.55, margin=0.1) == 0 and agreement(0.7, 0.65, margin=0.1) == 1
