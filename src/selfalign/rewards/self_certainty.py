@@ -5,7 +5,8 @@ probability distribution of LLM outputs to estimate response quality without ext
 models". Per response token t, KL(U ‖ p_t) = −(1/V) Σ_v log p_t,v − log V
 = logsumexp(z_t) − mean_v z_t,v − log V ≥ 0; the response's score is its mean over t. Unlike the
 likelihood it looks at the whole distribution, not only at the sampled token. Higher = more
-confident; 0 = uniform; ≈ log V = all mass on one token.
+confident; 0 = uniform; unbounded as mass concentrates on one token (one logit L above the others
+gives about L·(1 − 1/V) − log V; it is KL(p ‖ U), not this, that tends to log V).
 """
 
 from __future__ import annotations
