@@ -33,6 +33,20 @@ class PairColumnsCollator:
         return batch
 
 
+def require_sigmoid_loss(trainer: DPOTrainer) -> None:
+    """Refuse DPOConfig loss variants: a subclass that replaces TRL's sigmoid loss would silently ignore them."""
+    unsupported = {
+        "loss_type": trainer.loss_types != ["sigmoid"],
+        "loss_weights": trainer.loss_weights != [1.0],
+        "f_divergence_type": trainer.f_divergence_type != "reverse_kl",
+        "ld_alpha": trainer.ld_alpha is not None,
+        "use_weighting": trainer.use_weighting,
+    }
+    if any(unsupported.values()):
+        raise ValueError(f"{type(trainer).__name__} replaces the sigmoid DPO loss; leave DPOConfig's "
+                         f"{[k for k, bad in unsupported.items() if bad]} at their defaults")
+
+
 class _RecordingForward:
     """Calls the policy as TRL's loss does and keeps the outputs of the fused-LM-head forward (the per-token
     log-probs, still attached to the graph)."""
@@ -72,16 +86,7 @@ class SoftLabelDPOTrainer(DPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        unsupported = {
-            "loss_type": self.loss_types != ["sigmoid"],
-            "loss_weights": self.loss_weights != [1.0],
-            "f_divergence_type": self.f_divergence_type != "reverse_kl",
-            "ld_alpha": self.ld_alpha is not None,
-            "use_weighting": self.use_weighting,
-        }
-        if any(unsupported.values()):
-            raise ValueError(f"{type(self).__name__} replaces the sigmoid DPO loss; leave DPOConfig's "
-                             f"{[k for k, bad in unsupported.items() if bad]} at their defaults")
+        require_sigmoid_loss(self)
         self.data_collator = PairColumnsCollator(self.data_collator)
 
     #: dataset columns the collator turns into extra batch keys (and batch keys that are not model inputs)

@@ -21,11 +21,16 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from selfalign.trainers.losses import token_weighted_margin, treg_loss, treg_regularizer
-from selfalign.trainers.soft_dpo import _RecordingForward
+from selfalign.trainers.soft_dpo import _RecordingForward, require_sigmoid_loss
 
 WEIGHT_COLUMNS = ("chosen_weights", "rejected_weights")  # cDPO's a(t); all 1 when absent (or None)
 REWARD_COLUMNS = ("chosen_token_rewards", "rejected_token_rewards")  # T-REG's r̂_t; required when treg_alpha > 0
 REDUCTIONS = ("sum", "mean")
+TOKEN_COLUMNS = WEIGHT_COLUMNS + REWARD_COLUMNS
+
+
+class TokenAlignmentError(ValueError):
+    """A per-token column whose length is not the number of completion tokens TRL trains on."""
 
 
 def preference_token_ids(tokenizer, row: dict[str, Any]) -> dict[str, list[int]]:
@@ -74,13 +79,24 @@ def token_values(example: dict[str, Any], column: str, where: str) -> list[float
             raise ValueError(f"{where}: no `{column}`; treg_alpha > 0 needs T-REG's per-token rewards")
         return [1.0] * n_tokens
     if len(values) != n_tokens:
-        raise ValueError(
+        raise TokenAlignmentError(
             f"{where}: `{column}` has {len(values)} values but the {side} completion has {n_tokens} tokens as TRL "
             f"tokenizes it (EOS included); compute one value per token of "
             f"`preference_token_ids(tokenizer, row)['{side}_ids']`")
     if column in WEIGHT_COLUMNS and min(values, default=0.0) < 0:
         raise ValueError(f"{where}: `{column}` has negative token weights: {values}")
     return [float(v) for v in values]
+
+
+def check_token_columns(tokenizer, rows: list[dict[str, Any]], where: str) -> None:
+    """Raise `TokenAlignmentError` naming the row when a per-token column of a pair row (prompt, chosen, rejected and
+    any of `TOKEN_COLUMNS`) does not have one value per completion token of `preference_token_ids`."""
+    for i, row in enumerate(rows):
+        columns = [c for c in TOKEN_COLUMNS if row.get(c) is not None]
+        if columns:
+            example = {**preference_token_ids(tokenizer, row), **{c: row[c] for c in columns}}
+            for column in columns:
+                token_values(example, column, f"{where}: pair {i} (prompt {str(row['prompt'])[:60]!r})")
 
 
 @dataclass
@@ -148,16 +164,7 @@ class TokenWeightedDPOTrainer(DPOTrainer):
             raise ValueError(f"treg_alpha must be non-negative, got {treg_alpha}")
         self.reduction, self.treg_alpha = reduction, treg_alpha  # set first: `_prepare_dataset` runs in __init__
         super().__init__(*args, **kwargs)
-        unsupported = {
-            "loss_type": self.loss_types != ["sigmoid"],
-            "loss_weights": self.loss_weights != [1.0],
-            "f_divergence_type": self.f_divergence_type != "reverse_kl",
-            "ld_alpha": self.ld_alpha is not None,
-            "use_weighting": self.use_weighting,
-        }
-        if any(unsupported.values()):
-            raise ValueError(f"{type(self).__name__} replaces the sigmoid DPO loss; leave DPOConfig's "
-                             f"{[k for k, bad in unsupported.items() if bad]} at their defaults")
+        require_sigmoid_loss(self)
         if not isinstance(self.data_collator, DataCollatorForPreference):
             raise ValueError(f"{type(self).__name__} lays out per-token columns as TRL's DataCollatorForPreference "
                              f"lays out the tokens; pass no data_collator")
