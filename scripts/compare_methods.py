@@ -36,13 +36,14 @@ OVERRIDES = {  # per method, on top of the shared ones
     "scir": ["consistency={method: kendall, label: false}"],
     "oracle": [f"rewards.judge={MEASURE_JUDGE}"],
 }
-LABELS = {"srlm": "SRLM", "cream": "CREAM", "scir": "SCIR", "oracle": "oracle (verifier)"}
+LABELS = {"srlm": "SRLM", "cream": "CREAM", "scir": "SCIR", "oracle": "oracle (verifier)",
+          "self_consistency": "DPO (self-consistency)", "treg": "T-REG", "cdpo": "cDPO"}
 
 
-def run_one(method: str, seed: int, rounds: int, out: Path, extra: list[str]) -> dict:
+def run_one(method: str, seed: int, rounds: int, out: Path, extra: list[str], seed_sft: bool = True) -> dict:
     run_dir = out / method / f"seed{seed}"
-    sets = [f"seed={seed}", f"rounds={rounds}", f"seed_sft={SEED_SFT}", "tracking.wandb.enabled=false",
-            "tracking.console=false", *OVERRIDES.get(method, []), *extra]
+    sets = [f"seed={seed}", f"rounds={rounds}", f"seed_sft={SEED_SFT if seed_sft else '{enabled: false}'}",
+            "tracking.wandb.enabled=false", "tracking.console=false", *OVERRIDES.get(method, []), *extra]
     cmd = [sys.executable, "-m", "selfalign", "run", str(ROOT / "recipes" / "sandbox" / f"{method}.yaml"),
            "--output-dir", str(run_dir)] + [a for s in sets for a in ("--set", s)]
     start = time.time()
@@ -149,6 +150,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", default="runs/compare")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for all")
+    parser.add_argument("--no-seed-sft", dest="seed_sft", action="store_false",
+                        help="start every method from the sandbox model itself (methods that need M_0 ≠ M_1 fail)")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if not (ROOT / "recipes" / "sandbox" / f"{m}.yaml").exists()]
@@ -156,7 +159,7 @@ def main() -> None:
         sys.exit(f"--methods: no recipe recipes/sandbox/<name>.yaml for {', '.join(unknown)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.output)
-    results = {m: [per_round(run_one(m, s, args.rounds, out, args.set)) for s in seeds] for m in methods}
+    results = {m: [per_round(run_one(m, s, args.rounds, out, args.set, args.seed_sft)) for s in seeds] for m in methods}
     agg = aggregate(results, args.rounds)
     command = "python scripts/compare_methods.py " + " ".join(sys.argv[1:])
     (out / "results.json").write_text(json.dumps({"seeds": seeds, "rounds": args.rounds, "runs": results,

@@ -308,6 +308,86 @@ def test_train_dpo_passthrough_keys_are_validated_against_trl():
 
 
 # ---------------------------------------------------------------------------------------------
+# GRPO: reward terms, passthrough keys, generation batches
+
+
+def grpo(terms=({"source": "self_certainty"},), train=None, **sections) -> dict:
+    return {"train": {"algorithm": "grpo", "grpo_rewards": list(terms), **(train or {})}, **sections}
+
+
+def test_valid_grpo_recipe():
+    recipe = recipe_from_dict(grpo([{"source": "self_certainty"}, {"source": "majority", "weight": 0.5},
+                                    {"source": "repetition", "weight": 0.2, "ngram": 3}, {"source": "json:dumps"}],
+                                   {"grpo": {"beta": 0.04, "loss_type": "dr_grpo"}}))
+    assert [(r.source, r.weight) for r in recipe.train.grpo_rewards] == [
+        ("self_certainty", 1.0), ("majority", 0.5), ("repetition", 0.2), ("json:dumps", 1.0)]
+    assert recipe.train.grpo_rewards[2].ngram == 3 and recipe.train.grpo == {"beta": 0.04, "loss_type": "dr_grpo"}
+    # GRPO builds no pairs: pairs.reward need not name a configured reward
+    assert recipe_from_dict({**grpo(), "rewards": {"likelihood": {}}}).pairs.reward == "judge"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (grpo([{"source": "selfcertainty"}]),
+     "train.grpo_rewards[0].source: 'selfcertainty' is neither a reward source (self_certainty, judge, ptrue, "
+     "likelihood, majority, verifier, repetition, length) nor an import path 'package.module:function'; did you "
+     "mean 'self_certainty'?"),
+    (grpo([{"source": "no_such_pkg.mod:fn"}]),
+     "train.grpo_rewards[0].source: cannot import 'no_such_pkg.mod' (ModuleNotFoundError: No module named "
+     "'no_such_pkg')"),
+    (grpo([{"source": "majority"}, {"source": "json:no_such_fn"}]),
+     "train.grpo_rewards[1].source: module 'json' has no attribute 'no_such_fn'"),
+    (grpo([{"source": "json:__doc__"}]), "train.grpo_rewards[0].source: 'json:__doc__' is not callable"),
+    (grpo([{"source": ":fn"}]),
+     "train.grpo_rewards[0].source: ':fn' is not an import path; expected 'package.module:function'"),
+    (grpo([{"weight": 1.0}]), "train.grpo_rewards[0].source: missing; this key is required"),
+    (grpo([{"source": "majority", "wieght": 1.0}]),
+     "train.grpo_rewards[0].wieght: unknown key; did you mean 'weight'?"),
+    (grpo([{"source": "repetition", "ngram": 0}]), "train.grpo_rewards[0].ngram: 0 is out of range; must be >= 1"),
+    (grpo(["majority"]), "train.grpo_rewards[0]: expected a mapping, got 'majority'"),
+    (grpo([{"source": "majority"}, {"source": "majority", "weight": 2}]),
+     "train.grpo_rewards[1].source: 'majority' is listed twice"),
+    (grpo([{"source": "judge"}], rewards={"judge": None, "likelihood": {}}),
+     "train.grpo_rewards[0].source: judge needs rewards.judge (its template and mode)"),
+    (grpo([]), "train.grpo_rewards: GRPO needs at least one reward, e.g. [{source: self_certainty}]"),
+    ({"train": {"grpo_rewards": [{"source": "majority"}]}}, "train.grpo_rewards: applies to train.algorithm grpo only"),
+    ({"train": {"grpo": {"beta": 0.1}}}, "train.grpo: applies to train.algorithm grpo only"),
+    (grpo(train={"grpo": {"los_type": "grpo"}}), "train.grpo.los_type: not a trl.GRPOConfig field; did you mean "
+                                                 "'loss_type'?"),
+    (grpo(train={"grpo": {"num_generations": 8}}),
+     "train.grpo.num_generations: set by generation.samples_per_prompt; set it there"),
+    (grpo(train={"grpo": {"learning_rate": 1e-5}}),
+     "train.grpo.learning_rate: set by train.learning_rate; set it there"),
+    (grpo(train={"dpo": {"loss_type": "sigmoid"}}),
+     "train.dpo: DPOConfig settings; with train.algorithm grpo use train.grpo"),
+    (grpo(train={"max_length": 64}),
+     "train.max_length: DPO only; GRPO's completions end at generation.max_new_tokens"),
+    (grpo(consistency={}), "consistency: a DPO method; it cannot be combined with train.algorithm grpo"),
+    (grpo(generation={"stop": [";"]}),
+     "generation.stop: not supported with train.algorithm grpo (TRL's sampler stops at EOS)"),
+    (grpo(generation={"temperature": 0}),
+     "generation.temperature: GRPO samples its groups; 0 (greedy) is not allowed"),
+    (grpo(generation={"samples_per_prompt": 1}),
+     "generation.samples_per_prompt: GRPO needs >= 2 completions per prompt (one group)"),
+    (grpo(train={"batch_size": 6}),
+     "train.batch_size: train.batch_size × train.gradient_accumulation_steps = 6 completions per generation batch "
+     "is not a multiple of generation.samples_per_prompt = 4"),
+    (grpo(train={"batch_size": 2, "grpo": {"steps_per_generation": 3}}),
+     "train.batch_size: train.batch_size × train.grpo.steps_per_generation = 6 completions per generation batch is "
+     "not a multiple of generation.samples_per_prompt = 4"),
+    (grpo(train={"grpo": {"generation_batch_size": 10}}),
+     "train.grpo.generation_batch_size: train.grpo.generation_batch_size = 10 completions per generation batch is "
+     "not a multiple of generation.samples_per_prompt = 4"),
+    (grpo(train={"grpo": {"generation_batch_size": 16, "steps_per_generation": 2}}),
+     "train.grpo.steps_per_generation: set it or train.grpo.generation_batch_size, not both"),
+    (grpo(train={"batch_size": 64}, prompts={"train_per_round": 8}),
+     "prompts.train_per_round: 8 prompts cannot fill one GRPO generation batch of 16 prompts (train.batch_size × "
+     "train.gradient_accumulation_steps = 64 completions / 4); raise it or lower train.batch_size"),
+])
+def test_grpo_errors(raw, expected):
+    assert config_error(recipe_from_dict, raw) == f"recipe: {expected}"
+
+
+# ---------------------------------------------------------------------------------------------
 # --set overrides
 
 

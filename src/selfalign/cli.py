@@ -1,5 +1,6 @@
 """Command line: `selfalign run RECIPE.yaml [--output-dir DIR] [--set key.path=value ...]`,
-`selfalign eval MODEL --prompts SOURCE --best-of 1,2,4,8 ...` (best-of-N selection), `selfalign sandbox build`.
+`selfalign eval MODEL --prompts SOURCE --best-of 1,2,4,8 ...` (best-of-N selection), `selfalign sandbox build`,
+`selfalign critical-tokens RUN_DIR` (cDPO's critical tokens against the sandbox's known first errors).
 Also `python -m selfalign` and `accelerate launch -m selfalign run ...`.
 
 A user mistake prints one line to stderr and exits with code 2; no traceback.
@@ -111,6 +112,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_critical_tokens(args: argparse.Namespace) -> int:
+    from selfalign.critical_tokens import analyze_run, write_report
+
+    for message, ok in (("--rollouts must be >= 0", args.rollouts >= 0),
+                        ("--rollout-solutions must be >= 1", args.rollout_solutions >= 1)):
+        if not ok:
+            raise ConfigError(message)
+    report, records = analyze_run(args.run_dir, args.round, args.rollout_solutions, args.rollouts, args.seed)
+    for e in report["rounds"]:
+        print(f"round {e['round']}: {e['solutions']} wrong solutions; top-1 / top-3 precision: "
+              + ", ".join(f"{name} {p['top1']:.3f} / {p['top3']:.3f}" for name, p in e["precision"].items()
+                          if p["top1"] is not None))
+    written = write_report(report, records, args.output or args.run_dir)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfalign", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -142,6 +160,16 @@ def make_parser() -> argparse.ArgumentParser:
     sb = sandbox_sub.add_parser("build", help="build (or find in the cache) the sandbox base model; prints its path")
     sb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SandboxModelConfig field")
     sb.set_defaults(func=cmd_sandbox_build)
+    ct = sub.add_parser("critical-tokens", help="cDPO: are the lowest-scored tokens of wrong sandbox solutions their "
+                        "first wrong tokens? precision against baselines, and the rollout check")
+    ct.add_argument("run_dir", help="a run directory whose pairs carry token scores (cdpo or treg recipe)")
+    ct.add_argument("--round", type=int, action="append", help="round to analyse (repeatable; default: every round "
+                    "with token scores)")
+    ct.add_argument("--rollouts", type=int, default=8, help="continuations sampled per prefix (0: no rollout check)")
+    ct.add_argument("--rollout-solutions", type=int, default=16, help="wrong solutions in the rollout check")
+    ct.add_argument("--seed", type=int, default=0)
+    ct.add_argument("--output", help="report directory (default: RUN_DIR)")
+    ct.set_defaults(func=cmd_critical_tokens)
     return parser
 
 

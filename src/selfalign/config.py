@@ -191,18 +191,78 @@ class LoraOptions:
 
 
 @dataclass
+class GRPORewardConfig:
+    """One reward term of GRPO (rewards/functions.py): a source and its weight in TRL's weighted sum."""
+
+    source: str  # self_certainty, judge, ptrue, likelihood, majority, verifier, repetition, length, or "pkg.mod:fn"
+    weight: float = 1.0  # 0: scored and logged, not trained on
+    ngram: int = _opt(4, lo=1)  # repetition: n of the repeated n-gram share
+    batch_size: int = _opt(32, lo=1)  # forward passes of the sources that read the live policy
+
+
+@dataclass
 class TrainConfig:
-    algorithm: Literal["dpo"] = "dpo"
-    beta: float = _opt(0.1, lo=0.0, lo_open=True)
+    algorithm: Literal["dpo", "grpo"] = "dpo"  # grpo: samples online with the generation settings, no pairs
+    beta: float = _opt(0.1, lo=0.0, lo_open=True)  # DPO's β (GRPO's KL coefficient is train.grpo.beta, TRL: 0)
     learning_rate: float = _opt(1e-6, lo=0.0, lo_open=True)
     epochs: float = _opt(1.0, lo=0.0, lo_open=True)
-    batch_size: int = _opt(8, lo=1)
+    batch_size: int = _opt(8, lo=1)  # per device: pairs (DPO), completions (GRPO)
     gradient_accumulation_steps: int = _opt(1, lo=1)
     lr_scheduler_type: str = "linear"
     warmup_steps: float = _opt(0.0, lo=0.0)  # steps, or a fraction of all steps when < 1 (transformers)
     max_length: int | None = None
     lora: LoraOptions | None = None  # null: full fine-tuning
     dpo: dict[str, Any] = _opt(factory=dict)  # any other trl.DPOConfig field, passed through
+    grpo_rewards: list[GRPORewardConfig] = _opt(factory=list)  # GRPO's reward terms and weights
+    grpo: dict[str, Any] = _opt(factory=dict)  # any other trl.GRPOConfig field (beta, loss_type, ...), passed through
+
+
+# Our wording: T-REG's prompts ask for a better / a worse revision; METHODS.md gives the four qualities.
+DEFAULT_TREG_BETTER = ("{prompt}\n\nWrite the best possible response: helpful, correct, coherent and concise, a "
+                       "better revision of a typical answer.")
+DEFAULT_TREG_WORSE = ("{prompt}\n\nWrite a poor response: unhelpful, incorrect, incoherent and verbose, a worse "
+                      "revision of a typical answer.")
+
+
+@dataclass
+class TREGConfig:
+    """T-REG (Zhou et al. 2025): token rewards r̂_t = σ(log π_ref(y_t|x_better, y_<t) − log π_ref(y_t|x_worse,
+    y_<t)) − 0.5 from the round's starting model, once per pair, by contrastive prompting: each template rewrites the
+    user prompt ({prompt}), then the chat template (prompts.chat_template) applies. DPO adds α · sg(σ(−βh)) ·
+    (L_REG(y_w) + L_REG(y_l)) with L_REG(y) = −Σ_t β·r̂_t·log π_θ(y_t|x, y_<t)."""
+
+    alpha: float = _opt(0.25, lo=0.0, lo_open=True)  # the paper tries 0.1, 0.25, 0.5
+    better_template: str = DEFAULT_TREG_BETTER
+    worse_template: str = DEFAULT_TREG_WORSE
+    batch_size: int = _opt(32, lo=1)  # teacher-forced scoring passes
+
+
+@dataclass
+class ContrastAdaptersConfig:
+    """cDPO's positive and negative models: LoRA adapters on the round's starting model, trained by SFT (loss on the
+    completion only) on its correct and on its incorrect samples. Paper: r 8, lr 3e-4, 1 epoch."""
+
+    lora: LoraOptions = field(default_factory=lambda: LoraOptions(r=8, alpha=16))
+    learning_rate: float = _opt(3e-4, lo=0.0, lo_open=True)
+    epochs: float = _opt(1.0, lo=0.0, lo_open=True)
+    batch_size: int = _opt(16, lo=1)
+
+
+@dataclass
+class CDPOConfig:
+    """cDPO, "Critical Tokens Matter" (Lin et al. 2025): samples graded correct / incorrect, pair = the most frequent
+    correct answer vs the most frequent wrong answer; positive and negative adapters score each rejected token,
+    s_t = softmax((1 + β)·z_pos − β·z_neg)[y_t]; token-weighted DPO with weights 1 − s_t on the rejected tokens and 1
+    on the chosen ones.
+
+    grading: `verifier` (ground truth: the prompts' answers), `majority` (self-consistency: correct = the prompt's
+    unique most frequent answer), `auto` (verifier when every prompt has an answer, else majority)."""
+
+    grading: Literal["auto", "verifier", "majority"] = "auto"
+    adapters: ContrastAdaptersConfig = field(default_factory=ContrastAdaptersConfig)
+    beta: float = _opt(1.0, lo=0.0)  # contrast strength β of the critical-token score
+    reduction: Literal["sum", "mean"] = "sum"  # token-weighted margin: weighted sums, or each divided by its length
+    batch_size: int = _opt(8, lo=1)  # scoring passes; each holds two (batch, length, vocab) float32 logits
 
 
 @dataclass
@@ -243,6 +303,8 @@ class Recipe:
     rewards: RewardsConfig = field(default_factory=lambda: RewardsConfig(judge=JudgeConfig()))
     consistency: ConsistencyConfig | None = None
     scir: SCIRConfig | None = None
+    treg: TREGConfig | None = None  # token-level DPO variants (TokenWeightedDPOTrainer); may be combined
+    cdpo: CDPOConfig | None = None
     pairs: PairsConfig = field(default_factory=PairsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -363,6 +425,9 @@ def build(cls: type, data: Any, where: str = "") -> Any:
         converted = _convert(value, hints[key], path)
         _check_range(converted, fields[key].metadata, path)
         kwargs[key] = converted
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where + '.' if where else ''}{name}: missing; this key is required")
     return cls(**kwargs)
 
 
@@ -396,10 +461,12 @@ def _apply_override(raw: dict, assignment: str) -> None:
 
 def _cross_checks(recipe: Recipe) -> None:
     enabled = recipe.rewards.enabled()
-    if recipe.rounds > 0 and recipe.pairs.reward not in enabled:
+    _grpo_checks(recipe)
+    dpo = recipe.train.algorithm == "dpo"
+    if dpo and recipe.rounds > 0 and recipe.cdpo is None and recipe.pairs.reward not in enabled:  # cDPO grades answers
         allowed = ", ".join(enabled) or "none configured"
         raise ConfigError(f"pairs.reward: {recipe.pairs.reward!r} is not a configured reward; configured: {allowed}")
-    if recipe.generation.samples_per_prompt < 2 and recipe.rounds > 0:
+    if dpo and recipe.generation.samples_per_prompt < 2 and recipe.rounds > 0:
         raise ConfigError("generation.samples_per_prompt: must be >= 2 to build preference pairs")
     judge = recipe.rewards.judge
     if recipe.pairs.length_control is not None and recipe.pairs.rule != "best_vs_worst":
@@ -429,6 +496,7 @@ def _cross_checks(recipe: Recipe) -> None:
             raise ConfigError("scir: builds its own candidate pairs; leave pairs.rule and pairs.length_control unset")
     if recipe.seed_sft.enabled and not (recipe.seed_sft.data or recipe.seed_sft.judge_data):
         raise ConfigError("seed_sft: enabled but neither seed_sft.data nor seed_sft.judge_data is set")
+    _token_level_checks(recipe)
     if recipe.train.dpo:
         from trl import DPOConfig
 
@@ -438,6 +506,116 @@ def _cross_checks(recipe: Recipe) -> None:
                 hint = difflib.get_close_matches(key, sorted(allowed), n=1)
                 extra = f"; did you mean {hint[0]!r}?" if hint else ""
                 raise ConfigError(f"train.dpo.{key}: not a trl.DPOConfig field{extra}")
+
+
+# DPOConfig settings that TokenWeightedDPOTrainer refuses (it replaces the sigmoid loss and needs per-token
+# reference log-probs).
+_TOKEN_LEVEL_REFUSED = ("loss_type", "loss_weights", "f_divergence_type", "ld_alpha", "use_weighting",
+                        "precompute_ref_log_probs")
+
+
+def _token_level_checks(recipe: Recipe) -> None:
+    """treg / cdpo: token-weighted DPO, which has no soft labels, no SCIR terms and no other DPO loss."""
+    names = [n for n in ("treg", "cdpo") if getattr(recipe, n) is not None]
+    if not names:
+        return
+    first = names[0]
+    if recipe.train.algorithm != "dpo":
+        raise ConfigError(f"{first}: token-level DPO needs train.algorithm: dpo, not {recipe.train.algorithm!r}")
+    if recipe.scir is not None:
+        raise ConfigError(f"{first}: cannot be combined with scir (each has its own DPO loss); choose one")
+    if recipe.consistency is not None and recipe.consistency.label:
+        raise ConfigError(f"{first}: token-level DPO has no soft labels; set consistency.label: false or drop "
+                          f"consistency")
+    if recipe.pairs.label != "hard":
+        raise ConfigError(f"{first}: token-level DPO has no soft labels; leave pairs.label: hard")
+    for key in _TOKEN_LEVEL_REFUSED:
+        if key in recipe.train.dpo:
+            raise ConfigError(f"train.dpo.{key}: not supported with {first} (token-weighted DPO replaces the "
+                              f"sigmoid loss and reads per-token reference log-probs)")
+    if recipe.treg is not None:
+        for key in ("better_template", "worse_template"):
+            if "{prompt}" not in getattr(recipe.treg, key):
+                raise ConfigError(f"treg.{key}: missing {{prompt}} (where the user prompt goes)")
+        if recipe.treg.better_template == recipe.treg.worse_template:
+            raise ConfigError("treg.worse_template: equal to treg.better_template, so every token reward is 0")
+    if recipe.cdpo is not None and (recipe.pairs.rule != "best_vs_worst" or recipe.pairs.length_control is not None):
+        raise ConfigError("cdpo: builds its own pairs (most frequent correct vs most frequent wrong answer); leave "
+                          "pairs.rule and pairs.length_control unset")
+
+
+# trl.GRPOConfig fields a recipe sets through its typed keys (each setting has one place).
+_GRPO_MANAGED = {
+    "num_generations": "generation.samples_per_prompt", "temperature": "generation.temperature",
+    "top_p": "generation.top_p", "max_completion_length": "generation.max_new_tokens",
+    "reward_weights": "train.grpo_rewards[].weight", "learning_rate": "train.learning_rate",
+    "num_train_epochs": "train.epochs", "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "lr_scheduler_type": "train.lr_scheduler_type", "warmup_steps": "train.warmup_steps", "seed": "seed",
+    "output_dir": "the run directory",
+}
+
+
+def _grpo_checks(recipe: Recipe) -> None:
+    """train.algorithm grpo: its reward terms, its passthrough keys, and generation batches of whole prompt groups."""
+    train, g = recipe.train, recipe.generation
+    if train.algorithm != "grpo":
+        for key in ("grpo_rewards", "grpo"):
+            if getattr(train, key):
+                raise ConfigError(f"train.{key}: applies to train.algorithm grpo only")
+        return
+    dpo_only = [k for k in ("consistency", "scir", "treg", "cdpo") if getattr(recipe, k, None) is not None]
+    if dpo_only:
+        raise ConfigError(f"{dpo_only[0]}: a DPO method; it cannot be combined with train.algorithm grpo")
+    if train.dpo:
+        raise ConfigError("train.dpo: DPOConfig settings; with train.algorithm grpo use train.grpo")
+    if train.max_length is not None:
+        raise ConfigError("train.max_length: DPO only; GRPO's completions end at generation.max_new_tokens")
+    if g.stop:
+        raise ConfigError("generation.stop: not supported with train.algorithm grpo (TRL's sampler stops at EOS)")
+    if g.backend != "transformers":
+        raise ConfigError("generation.backend: GRPO samples inside TRL; for vLLM set train.grpo.use_vllm: true")
+    if g.samples_per_prompt < 2:
+        raise ConfigError("generation.samples_per_prompt: GRPO needs >= 2 completions per prompt (one group)")
+    if g.temperature == 0:
+        raise ConfigError("generation.temperature: GRPO samples its groups; 0 (greedy) is not allowed")
+    if recipe.rounds > 0 and not train.grpo_rewards:
+        raise ConfigError("train.grpo_rewards: GRPO needs at least one reward, e.g. [{source: self_certainty}]")
+    from trl import GRPOConfig
+
+    allowed = {f.name for f in dataclasses.fields(GRPOConfig)}
+    for key in train.grpo:
+        if key in _GRPO_MANAGED:
+            raise ConfigError(f"train.grpo.{key}: set by {_GRPO_MANAGED[key]}; set it there")
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"train.grpo.{key}: not a trl.GRPOConfig field{extra}")
+    from selfalign.rewards.functions import check_source
+
+    for k, spec in enumerate(train.grpo_rewards):
+        where = f"train.grpo_rewards[{k}].source"
+        if spec.source in [s.source for s in train.grpo_rewards[:k]]:
+            raise ConfigError(f"{where}: {spec.source!r} is listed twice")
+        check_source(spec.source, where, recipe.rewards)
+    # One generation batch (per process) must hold whole groups, and the round must have prompts for one batch.
+    gen_batch, steps = train.grpo.get("generation_batch_size"), train.grpo.get("steps_per_generation")
+    if gen_batch is not None and steps is not None:
+        raise ConfigError("train.grpo.steps_per_generation: set it or train.grpo.generation_batch_size, not both")
+    if gen_batch is None:
+        steps_key = "train.grpo.steps_per_generation" if steps is not None else "train.gradient_accumulation_steps"
+        where, size = f"train.batch_size × {steps_key}", train.batch_size * (steps or train.gradient_accumulation_steps)
+    else:
+        where, size = "train.grpo.generation_batch_size", gen_batch
+    if not isinstance(size, int):
+        return  # TRL reports its own type errors
+    if size % g.samples_per_prompt:
+        raise ConfigError(f"{where.split(' ')[0]}: {where} = {size} completions per generation batch is not a multiple "
+                          f"of generation.samples_per_prompt = {g.samples_per_prompt}")
+    if recipe.rounds > 0 and size // g.samples_per_prompt > recipe.prompts.train_per_round:
+        raise ConfigError(f"prompts.train_per_round: {recipe.prompts.train_per_round} prompts cannot fill one GRPO "
+                          f"generation batch of {size // g.samples_per_prompt} prompts ({where} = {size} completions / "
+                          f"{g.samples_per_prompt}); raise it or lower train.batch_size")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -2,10 +2,12 @@
 
     selfalign run recipes/quickstart.yaml
 
-Round t (t ≥ 1) starts from M_{t-1}, samples and rewards with it, trains M_t, evaluates M_t. Every
-stage reads its inputs from and writes its outputs to the run directory; a finished stage (listed
-in manifest.json) is never recomputed, and the long stages write resumable chunks, so the same
-command after a kill continues where the run stopped.
+Round t (t ≥ 1) starts from M_{t-1}, samples and rewards with it, trains M_t, evaluates M_t. With
+train.algorithm grpo a round is train → eval: GRPO samples and rewards online, inside its train stage
+(trainers/grpo.py), which also writes the rollouts it sampled. Every stage reads its inputs from and
+writes its outputs to the run directory; a finished stage (listed in manifest.json) is never
+recomputed, and the long stages write resumable chunks, so the same command after a kill continues
+where the run stopped.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from selfalign.artifacts import (
     write_jsonl,
 )
 from selfalign.config import ConfigError, Recipe, dump_recipe, to_dict
+from selfalign.data.answer_pairs import answer_frequency_pairs
 from selfalign.data.pairs import build_pairs
 from selfalign.data.prompts import load_prompts, render_prompt
 from selfalign.data.scir_pairs import agreement, candidate_pairs, implicit_preference
@@ -47,6 +50,7 @@ from selfalign.tracking import Tracker
 log = logging.getLogger(__name__)
 
 ROUND_STAGES = ("generate", "reward", "pairs", "train", "eval")
+GRPO_STAGES = ("train", "eval")  # GRPO samples and rewards online, inside its train stage
 
 
 def chunk_seed(seed: int, t: int, stage: str, chunk: int) -> int:
@@ -147,6 +151,10 @@ class Engine:
 
     # ----------------------------------------------------------------------------- the loop
 
+    @property
+    def round_stages(self) -> tuple[str, ...]:
+        return GRPO_STAGES if self.recipe.train.algorithm == "grpo" else ROUND_STAGES
+
     def run_all(self) -> dict:
         self._check_recipe()
         self.tracker = Tracker(self.run, self.recipe.tracking, to_dict(self.recipe))
@@ -156,7 +164,7 @@ class Engine:
             self._stage(0, "eval", self.evaluate)
             self._report(0)
             for t in range(1, self.recipe.rounds + 1):
-                for stage in ROUND_STAGES:
+                for stage in self.round_stages:
                     self._stage(t, stage, getattr(self, stage if stage != "eval" else "evaluate"))
                 self._report(t)
         finally:
@@ -307,6 +315,9 @@ class Engine:
         return stats
 
     def pairs(self, t: int):
+        from selfalign.rewards.treg import add_treg_rewards
+        from selfalign.trainers.token_dpo import check_token_columns
+
         gens = read_jsonl(self.run.round_dir(t) / "generations.jsonl")
         rewards = read_jsonl(self.run.round_dir(t) / "rewards.jsonl")
         groups: dict[str, dict] = {}
@@ -320,6 +331,8 @@ class Engine:
             pairs, info = self._scir_pairs(t, groups)
             if self.recipe.consistency is not None:
                 info.update(self._consistency_labels(groups, pairs))
+        elif self.recipe.cdpo is not None:
+            pairs, info, grades = answer_frequency_pairs(list(groups.values()), self.recipe.cdpo.grading)
         else:
             pairs, dropped = build_pairs(list(groups.values()), p.reward, p.min_margin, p.rule, p.length_control,
                                          p.max_pairs_per_prompt)
@@ -338,9 +351,31 @@ class Engine:
         if pairs:
             info["chosen_chars"] = statistics.fmean(len(q["chosen"]) for q in trained) if trained else None
             info["rejected_chars"] = statistics.fmean(len(q["rejected"]) for q in trained) if trained else None
+        if pairs and self.recipe.cdpo is not None:
+            info.update(self._critical_token_weights(t, groups, grades, pairs))
+        if pairs and self.recipe.treg is not None:
+            info.update(add_treg_rewards(self.model(t - 1), self.tokenizer, pairs,
+                                         [groups[q["prompt_id"]]["row"]["prompt"] for q in pairs], self.recipe.treg,
+                                         self.recipe.prompts.chat_template, self.run.parts_dir(t, "pairs") / "treg",
+                                         self.recipe.generation.chunk_prompts))
+        check_token_columns(self.tokenizer, pairs, f"round {t} pairs")  # never train on shifted token values
         path = self.run.round_dir(t) / "pairs.jsonl"
         write_jsonl(path, pairs)
         return path, info
+
+    def _critical_token_weights(self, t: int, groups: dict[str, dict], grades: dict, pairs: list[dict]) -> dict:
+        """cDPO: positive / negative adapters on a fresh copy of M_{t-1} (the only one in memory), rejected tokens
+        weighted by 1 − s_t."""
+        from selfalign.rewards.critical import add_critical_token_weights
+
+        self._release_models()
+        base = models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
+        info = add_critical_token_weights(base, self.tokenizer, groups, grades, pairs, self.recipe.cdpo,
+                                          self.run.round_dir(t) / "cdpo", self.run.parts_dir(t, "pairs") / "critical",
+                                          self.recipe.seed + t, self.recipe.generation.chunk_prompts)
+        del base
+        gc.collect()
+        return info
 
     def _judge_distribution(self, sample: dict) -> torch.Tensor | None:
         """The judge's score distribution for one sample: softmax (expected mode) or the parsed scores' shares."""
@@ -434,9 +469,12 @@ class Engine:
         return {"consistency": dataset_c, "consistency_std": statistics.pstdev(per_prompt.values())}
 
     def train(self, t: int):
+        if self.recipe.train.algorithm == "grpo":
+            return self.train_grpo(t)
         from selfalign.trainers.dpo import train_dpo, train_stats
         from selfalign.trainers.scir import SCIRTrainer
         from selfalign.trainers.soft_dpo import SoftLabelDPOTrainer
+        from selfalign.trainers.token_dpo import TOKEN_COLUMNS, TokenWeightedDPOTrainer
 
         pairs = read_jsonl(self.run.round_dir(t) / "pairs.jsonl")
         if not pairs:
@@ -450,10 +488,14 @@ class Engine:
         extra = ("judge_1", "judge_2", "reward0_chosen", "reward0_rejected") if self.recipe.scir else ()
         rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
                  **({"label": p.get("label", 1.0), "weight": p.get("weight", 1.0)} if soft else {}),
-                 **{k: p[k] for k in extra}} for p in pairs]
+                 **{k: p[k] for k in extra}, **{k: p[k] for k in TOKEN_COLUMNS if k in p}} for p in pairs]
         trainer_cls, kwargs = (SoftLabelDPOTrainer if soft else None), None
         if self.recipe.scir is not None:
             trainer_cls, kwargs = SCIRTrainer, self._scir_trainer_kwargs(pairs[0])
+        if self.recipe.treg is not None or self.recipe.cdpo is not None:
+            trainer_cls = TokenWeightedDPOTrainer
+            kwargs = {"reduction": self.recipe.cdpo.reduction if self.recipe.cdpo else "sum",
+                      "treg_alpha": self.recipe.treg.alpha if self.recipe.treg else 0.0}
         trainer = train_dpo(policy, self.tokenizer, rows, cfg, self.run.round_dir(t) / "trainer",
                             self.recipe.seed + t, ref_model=ref, trainer_cls=trainer_cls, trainer_kwargs=kwargs)
         out = self.run.round_dir(t) / ("adapter" if cfg.lora else "model")
@@ -464,6 +506,28 @@ class Engine:
         replace_dir(tmp, out)
         stats = train_stats(trainer.state.log_history)
         del trainer, policy, ref
+        gc.collect()
+        return out, stats
+
+    def train_grpo(self, t: int):
+        """GRPO from M_{t-1} on the round's prompts, sampling and rewarding online; writes the model (or adapter)
+        as DPO does, plus rollouts.jsonl: every sampled completion with its rewards."""
+        from selfalign.trainers.grpo import grpo_train_stats, rollout_stats, train_grpo
+
+        rows = self.train_prompts(t)
+        self._release_models()
+        policy = models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
+        trainer = train_grpo(policy, self.tokenizer, rows, self.recipe, self.run.round_dir(t) / "trainer",
+                             self.recipe.seed + t)
+        write_jsonl(self.run.round_dir(t) / "rollouts.jsonl", trainer.rollouts)
+        out = self.run.round_dir(t) / ("adapter" if self.recipe.train.lora else "model")
+        tmp = out.with_name(f".{out.name}.tmp")
+        trainer.save_model(str(tmp))
+        if not self.recipe.train.lora:
+            self.tokenizer.save_pretrained(str(tmp))
+        replace_dir(tmp, out)
+        stats = {**grpo_train_stats(trainer.state.log_history), **rollout_stats(trainer.rollouts)}
+        del trainer, policy
         gc.collect()
         return out, stats
 
@@ -518,7 +582,7 @@ class Engine:
         """summary.json, metrics.jsonl / W&B and a console line for round t (idempotent on resume)."""
         summary = read_json(self.run.summary_path) if self.run.summary_path.exists() else {"rounds": []}
         entry: dict = {"round": t, "eval": read_json(self.run.round_dir(t) / "eval.json")}
-        stages = ("seed_sft", "eval") if t == 0 else ROUND_STAGES
+        stages = ("seed_sft", "eval") if t == 0 else self.round_stages
         seconds = {s: self.run.stage_info(t, s)["seconds"] for s in stages if self.run.is_done(t, s)}
         for s in ("generate", "reward", "pairs", "train", "seed_sft"):
             if self.run.is_done(t, s):
@@ -546,6 +610,10 @@ class Engine:
         n = self.recipe.tracking.log_samples
         if t == 0 or n == 0:
             return []
+        if self.recipe.train.algorithm == "grpo":  # the round's last rollouts: what the policy writes at its end
+            return [{"prompt": r["prompt"], "response": r["response"],
+                     **{f"score/{k}": v for k, v in r["scores"].items()}}
+                    for r in read_jsonl(self.run.round_dir(t) / "rollouts.jsonl")[-n:]]
         gens = read_jsonl(self.run.round_dir(t) / "generations.jsonl")[:n]
         rewards = read_jsonl(self.run.round_dir(t) / "rewards.jsonl")[:n]
         return [{"prompt": g["prompt"], "response": g["response"],

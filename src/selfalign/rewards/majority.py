@@ -11,12 +11,23 @@ from collections import Counter
 
 from selfalign.rewards.base import RewardOutput
 from selfalign.rewards.verifier import extract_answer
+from selfalign.rewards.voting import majority_vote
 
 
 def agreement_scores(answers: list[str | None]) -> list[float]:
     """For each sample, the fraction of the group (itself included) with its answer; no answer → 0."""
     counts = Counter(a for a in answers if a is not None)
     return [counts[a] / len(answers) if a is not None else 0.0 for a in answers]
+
+
+def majority_match(answers: list[str | None]) -> list[float]:
+    """For each sample, 1.0 if its answer is the group's majority answer, else 0.0 (no answer → 0).
+
+    The label TTRL (Zuo et al. 2025, https://arxiv.org/abs/2504.16084) rewards GRPO with: "majority voting
+    ... as the estimated label". Ties go to the answer seen first (`voting.majority_vote`).
+    """
+    winner = majority_vote(answers)
+    return [1.0 if a is not None and a == winner else 0.0 for a in answers]
 
 
 class MajorityReward:

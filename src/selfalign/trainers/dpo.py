@@ -40,7 +40,8 @@ def train_stats(log_history: list[dict]) -> dict:
     if steps:
         stats["loss"] = sum(h["loss"] for h in steps) / len(steps)
         stats["loss_first"], stats["loss_last"] = steps[0]["loss"], steps[-1]["loss"]
-        for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+        for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                    "rewards/weighted_margins", "treg/regularizer"):  # the last two: TokenWeightedDPOTrainer
             values = [h[key] for h in steps if key in h]
             if values:
                 stats[key] = sum(values) / len(values)
