@@ -85,7 +85,7 @@ def test_scir_regularizer_by_hand_and_gradients():
     reg.sum().backward()
     # the consistency term pulls the two together: lower p_J, raise p_I (the entropy term pushes both up)
     assert pj.grad.item() > 0 and pi.grad.item() < 0
-    assert float(scir_regularizer(pj, pi, 0.0, 0.0)) == 0.0
+    assert float(scir_regularizer(pj.detach(), pi.detach(), 0.0, 0.0)) == 0.0
 
 
 def test_candidate_pairs_orientation_and_cap():
