@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 from datasets import Dataset
+from test_soft_dpo import perturb_lora
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
@@ -59,15 +60,6 @@ def batch(trainer) -> dict:
     """All of the trainer's rows as one collated batch, in dataset order."""
     return trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i]
                                                           for i in range(len(trainer.train_dataset))]))
-
-
-def perturb_lora(trainer, seed: int = 0):
-    """LoRA's B starts at zero (policy = reference, h = 0); give it the same random values in every trainer."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in trainer.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
 
 
 def with_columns(rows, tokenizer, seed: int = 0, weights: bool = True, rewards: bool = False) -> list[dict]:

@@ -34,6 +34,18 @@ def tokenize_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
     return full_ids[:n], full_ids[n:]
 
 
+def right_pad(seqs: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), right-padded to the longest sequence (position ids stay exact).
+    Shape: (batch, width)"""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[r, : len(s)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def token_logprobs(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
                    pad_token_id: int = 0) -> list[torch.Tensor]:
@@ -46,13 +58,7 @@ def token_logprobs(model, pairs: Sequence[tuple[list[int], list[int]]], batch_si
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        seqs = [pairs[i][0] + pairs[i][1] for i in idx]
-        width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            input_ids[r, : len(s)] = torch.tensor(s)
-            attention[r, : len(s)] = 1
+        input_ids, attention = right_pad([pairs[i][0] + pairs[i][1] for i in idx], pad_token_id)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
         logps = torch.log_softmax(logits[:, :-1], dim=-1)
         targets = input_ids[:, 1:].to(device)

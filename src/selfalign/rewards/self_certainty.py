@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from selfalign.rewards.base import RewardOutput
-from selfalign.scoring import tokenize_pair
+from selfalign.scoring import right_pad, tokenize_pair
 
 
 def self_certainty(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
@@ -60,14 +60,9 @@ def response_certainty(model, pairs: Sequence[tuple[list[int], list[int]]], batc
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        seqs = [pairs[i][0] + pairs[i][1] for i in idx]
-        width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(seqs), width), dtype=torch.long)
-        scored = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, (s, i) in enumerate(zip(seqs, idx, strict=True)):  # right padding keeps position ids exact
-            input_ids[r, : len(s)] = torch.tensor(s)
-            attention[r, : len(s)] = 1
+        input_ids, attention = right_pad([pairs[i][0] + pairs[i][1] for i in idx], pad_token_id)
+        scored = torch.zeros_like(attention)
+        for r, i in enumerate(idx):
             p, y = len(pairs[i][0]), len(pairs[i][1])
             scored[r, max(p - 1, 0) : p - 1 + y] = 1
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits

@@ -61,6 +61,19 @@ class _RecordingForward:
         return outputs
 
 
+def trl_loss_with_reference(trainer: DPOTrainer, model, inputs: dict, return_outputs: bool, num_items_in_batch):
+    """Run TRL's own `DPOTrainer.compute_loss` whole (so it logs all its metrics) on a recorded forward of `model`,
+    reading the reference log-probs from `inputs["ref_chosen_logps"]` / `["ref_rejected_logps"]` as it does with
+    precomputed ones. Returns (TRL's result, the recorded outputs of the policy forward)."""
+    policy = _RecordingForward(model)
+    precomputed, trainer.precompute_ref_logps = trainer.precompute_ref_logps, True
+    try:
+        result = DPOTrainer.compute_loss(trainer, policy, inputs, return_outputs, num_items_in_batch)
+    finally:
+        trainer.precompute_ref_logps = precomputed
+    return result, policy.outputs
+
+
 class SoftLabelDPOTrainer(DPOTrainer):
     """`trl.DPOTrainer` whose loss is mean_i w_i · [ℓ_i · (−log σ(βh_i)) + (1 − ℓ_i) · (−log σ(−βh_i))].
 
@@ -110,22 +123,16 @@ class SoftLabelDPOTrainer(DPOTrainer):
         inputs = dict(inputs)
         extras = {k: inputs.pop(k) for k in self.extra_batch_keys if k in inputs}
         label, weight = extras["label"], extras["weight"]
-        precomputed = self.precompute_ref_logps
-        if not precomputed:
+        if not self.precompute_ref_logps:
             reference = self.ref_model if self.ref_model is not None else self.model
             inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = self.compute_ref_log_probs(reference, inputs)
-        policy = _RecordingForward(model)
-        self.precompute_ref_logps = True  # TRL's `_compute_loss` then reads the reference log-probs from the batch
-        try:
-            result = super().compute_loss(policy, inputs, return_outputs, num_items_in_batch)
-        finally:
-            self.precompute_ref_logps = precomputed
+        result, outputs = trl_loss_with_reference(self, model, inputs, return_outputs, num_items_in_batch)
 
         seq_len = inputs["completion_mask"].size(1) - 1  # as in TRL: log-probs of tokens 1.., zero off the completion
-        chosen_logps, rejected_logps = policy.outputs.log_probs[:, -seq_len:].sum(dim=1).chunk(2)
+        chosen_logps, rejected_logps = outputs.log_probs[:, -seq_len:].sum(dim=1).chunk(2)
         margin = dpo_margin(chosen_logps, rejected_logps, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"])
         loss = (soft_label_dpo_loss(margin, label, self.beta) * weight).mean()
         loss = loss + self.extra_loss(model, inputs, extras, margin)
         if self.aux_loss_enabled:
-            loss = loss + self.router_aux_loss_coef * policy.outputs.aux_loss
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
         return (loss, result[1]) if return_outputs else loss

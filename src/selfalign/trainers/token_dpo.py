@@ -21,7 +21,7 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from selfalign.trainers.losses import token_weighted_margin, treg_loss, treg_regularizer
-from selfalign.trainers.soft_dpo import _RecordingForward, require_sigmoid_loss
+from selfalign.trainers.soft_dpo import _RecordingForward, require_sigmoid_loss, trl_loss_with_reference
 
 WEIGHT_COLUMNS = ("chosen_weights", "rejected_weights")  # cDPO's a(t); all 1 when absent (or None)
 REWARD_COLUMNS = ("chosen_token_rewards", "rejected_token_rewards")  # T-REG's r̂_t; required when treg_alpha > 0
@@ -194,17 +194,12 @@ class TokenWeightedDPOTrainer(DPOTrainer):
         weights, rewards = inputs.pop("token_weights"), inputs.pop("token_rewards", None)
         reference = _RecordingForward(self.ref_model if self.ref_model is not None else self.model)
         inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = self.compute_ref_log_probs(reference, inputs)
-        policy = _RecordingForward(model)
-        self.precompute_ref_logps = True  # TRL's `_compute_loss` then reads the reference log-probs from the batch
-        try:
-            result = super().compute_loss(policy, inputs, return_outputs, num_items_in_batch)
-        finally:
-            self.precompute_ref_logps = False
+        result, outputs = trl_loss_with_reference(self, model, inputs, return_outputs, num_items_in_batch)
 
         # as in TRL: log-probs of tokens 1.. (zero off the completion); the columns are laid out like tokens 0..
         mask = inputs["completion_mask"][:, 1:]
         seq_len = mask.size(1)
-        policy_logps = policy.outputs.log_probs[:, -seq_len:].chunk(2)
+        policy_logps = outputs.log_probs[:, -seq_len:].chunk(2)
         ref_logps = reference.outputs.log_probs[:, -seq_len:].chunk(2)
         masks = mask.chunk(2)
         margin = token_weighted_margin(*policy_logps, *ref_logps, *masks, *weights[:, 1:].chunk(2),
@@ -223,5 +218,5 @@ class TokenWeightedDPOTrainer(DPOTrainer):
                 self.accelerator.gather((reg_chosen + reg_rejected).detach()).mean().item())
         loss = losses.mean()
         if self.aux_loss_enabled:
-            loss = loss + self.router_aux_loss_coef * policy.outputs.aux_loss
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
         return (loss, result[1]) if return_outputs else loss
