@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs selfalign with its dev extras.
 # On a machine without an NVIDIA GPU it installs the CPU build of torch (no multi-GB CUDA download).
+# DeepSpeed comes with it: the tests run ZeRO-2/3 rounds on CPU processes.
 # GPU users: install the torch build for your CUDA first (https://pytorch.org/get-started/locally/),
 # then run `pip install -e ".[dev]"` (and ".[deepspeed]" / ".[vllm]" as needed); pip keeps your torch.
 set -euo pipefail
@@ -15,4 +16,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q --retries 1 --timeout 20 "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q -e ".[dev,deepspeed]"

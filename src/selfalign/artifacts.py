@@ -88,17 +88,21 @@ def run_in_chunks(
 
     A chunk whose part file exists is read back instead of recomputed, so a stage killed halfway
     resumes at its first missing chunk; rows are never duplicated or lost. `compute(i, chunk)` gets
-    the chunk index (for seeding) and must be deterministic in it.
+    the chunk index (for seeding) and must be deterministic in it, so the rows do not depend on how
+    many processes share the work: under `accelerate launch` process r computes chunks r, r + N, ...
+    (distributed.py), the processes meet at a barrier, and each returns all rows in chunk order.
     """
-    rows: list[dict] = []
-    for i, start in enumerate(range(0, len(items), chunk_size)):
+    from selfalign import distributed
+
+    starts = range(0, len(items), chunk_size)
+    for i, start in enumerate(starts):
         part = parts_dir / f"{i:05d}.jsonl"
-        if part.exists():
-            rows.extend(read_jsonl(part))
-            continue
-        chunk_rows = compute(i, items[start : start + chunk_size])
-        write_jsonl(part, chunk_rows)
-        rows.extend(chunk_rows)
+        if distributed.owns(i) and not part.exists():
+            write_jsonl(part, compute(i, items[start : start + chunk_size]))
+    distributed.barrier()
+    rows: list[dict] = []
+    for i in range(len(starts)):
+        rows.extend(read_jsonl(parts_dir / f"{i:05d}.jsonl"))
     return rows
 
 
@@ -128,6 +132,10 @@ class RunDir:
 
     def stage_info(self, t: int, stage: str) -> dict:
         return self._manifest["stages"][self.key(t, stage)]
+
+    def reload(self) -> None:
+        """Re-read the manifest another process wrote (a non-main process, after a stage's barrier)."""
+        self._manifest = read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
 
     def mark_done(self, t: int, stage: str, artifact: Path | None, seconds: float, **info: Any) -> None:
         entry = {"finished_at": time.time(), "seconds": round(seconds, 3), **info}

@@ -38,10 +38,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.set or [])
     output_dir = Path(args.output_dir or Path("runs") / Path(args.recipe).stem)
-    summary = Engine(recipe, output_dir).run_all()
+    engine = Engine(recipe, output_dir)
+    summary = engine.run_all()
     last = summary["rounds"][-1]["eval"]
-    print(f"run finished: {output_dir} (last round: "
-          + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)) + ")")
+    if engine.main:
+        print(f"run finished: {output_dir} (last round: "
+              + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)) + ")")
     return 0
 
 
@@ -175,7 +177,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    main_process = os.environ.get("RANK", "0") == "0"  # under a launcher, the other processes log warnings only
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_libraries()
     try:

@@ -76,6 +76,8 @@ class GenerationConfig:
     batch_size: int = _opt(64, lo=1)
     stop: list[str] = _opt(factory=list)
     chunk_prompts: int = _opt(64, lo=1)  # prompts per resumable chunk
+    tensor_parallel_size: int = _opt(1, lo=1)  # backend vllm: GPUs per vLLM engine
+    vllm: dict[str, Any] = _opt(factory=dict)  # backend vllm: any other vllm.LLM argument (gpu_memory_utilization, ...)
 
 
 @dataclass
@@ -459,9 +461,26 @@ def _apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+_VLLM_MANAGED = {"model": "model.path", "tokenizer": "model.path", "tensor_parallel_size":
+                 "generation.tensor_parallel_size", "seed": "seed", "dtype": "model.dtype",
+                 "trust_remote_code": "model.trust_remote_code", "revision": "model.revision"}
+
+
+def _vllm_checks(g: GenerationConfig) -> None:
+    if g.backend != "vllm":
+        if g.vllm or g.tensor_parallel_size != 1:
+            key = "generation.vllm" if g.vllm else "generation.tensor_parallel_size"
+            raise ConfigError(f"{key}: applies to generation.backend vllm only")
+        return
+    for key in g.vllm:
+        if key in _VLLM_MANAGED:
+            raise ConfigError(f"generation.vllm.{key}: set by {_VLLM_MANAGED[key]}; set it there")
+
+
 def _cross_checks(recipe: Recipe) -> None:
     enabled = recipe.rewards.enabled()
     _grpo_checks(recipe)
+    _vllm_checks(recipe.generation)
     dpo = recipe.train.algorithm == "dpo"
     if dpo and recipe.rounds > 0 and recipe.cdpo is None and recipe.pairs.reward not in enabled:  # cDPO grades answers
         allowed = ", ".join(enabled) or "none configured"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from selfalign import models
+from selfalign import distributed, models
 from selfalign.artifacts import (
     RunDir,
     atomic_write_text,
@@ -63,6 +63,17 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
+def peak_memory() -> dict:
+    """This process's peak resident memory since it started (MB), and its GPU's peak allocation when it has one;
+    recorded per process with every finished stage."""
+    import resource
+
+    info = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        info["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return info
+
+
 def judge_pairwise_accuracy(groups: list[list[tuple[float | None, bool]]]) -> tuple[float | None, int]:
     """P(score(right) > score(wrong)) over (right, wrong) sample pairs of the same prompt; ties count half."""
     wins, n = 0.0, 0
@@ -83,6 +94,7 @@ class Engine:
         self._models: dict[int, torch.nn.Module] = {}
         self._tokenizer = None
         self.device = models.default_device()
+        self.main = distributed.is_main()  # under `accelerate launch`, only the main process writes the run dir
 
     # ----------------------------------------------------------------------------- set-up
 
@@ -95,7 +107,8 @@ class Engine:
             if diffs:
                 raise ConfigError(f"{self.run.root}: this run directory was started with a different recipe "
                                   f"(differs in: {', '.join(diffs)}); use another --output-dir")
-        atomic_write_text(self.run.recipe_path, dump_recipe(self.recipe))
+        if self.main:
+            atomic_write_text(self.run.recipe_path, dump_recipe(self.recipe))
 
     @property
     def tokenizer(self):
@@ -157,7 +170,7 @@ class Engine:
 
     def run_all(self) -> dict:
         self._check_recipe()
-        self.tracker = Tracker(self.run, self.recipe.tracking, to_dict(self.recipe))
+        self.tracker = Tracker(self.run, self.recipe.tracking, to_dict(self.recipe), is_main=self.main)
         try:
             if self.recipe.seed_sft.enabled:
                 self._stage(0, "seed_sft", self.seed_sft)
@@ -169,6 +182,7 @@ class Engine:
                 self._report(t)
         finally:
             self.tracker.finish()
+        distributed.barrier()  # the main process has written the last round's summary
         return read_json(self.run.summary_path)
 
     def _stage(self, t: int, stage: str, fn) -> None:
@@ -178,7 +192,13 @@ class Engine:
         log.info("round %d: %s", t, stage)
         start = time.time()
         artifact, info = fn(t)
-        self.run.mark_done(t, stage, artifact, time.time() - start, **info)
+        memory = distributed.gather(peak_memory())  # also a barrier: every process is done with the stage ...
+        if self.main:
+            per_process = {k: [m.get(k) for m in memory] for k in memory[0]}
+            self.run.mark_done(t, stage, artifact, time.time() - start, **info, **per_process)
+        distributed.barrier()  # ... and the manifest lists it before any process moves on
+        if not self.main:
+            self.run.reload()
 
     # ----------------------------------------------------------------------------- stages
 
@@ -194,10 +214,7 @@ class Engine:
         model = models.load_model(models.base_model_path(self.recipe.model), self.recipe.model, self.device)
         out = self.run.round_dir(0) / "model"
         trainer = train_sft(model, self.tokenizer, examples, cfg, self.run.round_dir(0) / "trainer", self.recipe.seed)
-        tmp = out.with_name(".model.tmp")
-        trainer.save_model(str(tmp))
-        self.tokenizer.save_pretrained(str(tmp))
-        replace_dir(tmp, out)
+        self._save(trainer, out, with_tokenizer=True)
         self._models.clear()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         return out, {"examples": len(examples), "loss": sum(losses) / max(len(losses), 1)}
@@ -219,7 +236,8 @@ class Engine:
 
         out_rows = run_in_chunks(rows, g.chunk_prompts, self.run.parts_dir(t, "generate"), compute)
         path = self.run.round_dir(t) / "generations.jsonl"
-        write_jsonl(path, out_rows)
+        if self.main:
+            write_jsonl(path, out_rows)
         return path, {"prompts": len(rows), "samples": len(out_rows)}
 
     def _base(self):
@@ -288,7 +306,8 @@ class Engine:
         chunk = self.recipe.generation.chunk_prompts * k
         out_rows = run_in_chunks(gens, chunk, self.run.parts_dir(t, "reward"), compute)
         path = self.run.round_dir(t) / "rewards.jsonl"
-        write_jsonl(path, out_rows)
+        if self.main:
+            write_jsonl(path, out_rows)
         return path, self._reward_stats(gens, out_rows)
 
     def _reward_stats(self, gens: list[dict], rewards: list[dict]) -> dict:
@@ -360,7 +379,8 @@ class Engine:
                                          self.recipe.generation.chunk_prompts))
         check_token_columns(self.tokenizer, pairs, f"round {t} pairs")  # never train on shifted token values
         path = self.run.round_dir(t) / "pairs.jsonl"
-        write_jsonl(path, pairs)
+        if self.main:
+            write_jsonl(path, pairs)
         return path, info
 
     def _critical_token_weights(self, t: int, groups: dict[str, dict], grades: dict, pairs: list[dict]) -> dict:
@@ -471,7 +491,7 @@ class Engine:
     def train(self, t: int):
         if self.recipe.train.algorithm == "grpo":
             return self.train_grpo(t)
-        from selfalign.trainers.dpo import train_dpo, train_stats
+        from selfalign.trainers.dpo import dpo_config, train_dpo, train_stats
         from selfalign.trainers.scir import SCIRTrainer
         from selfalign.trainers.soft_dpo import SoftLabelDPOTrainer
         from selfalign.trainers.token_dpo import TOKEN_COLUMNS, TokenWeightedDPOTrainer
@@ -482,6 +502,10 @@ class Engine:
             return None, {"skipped": True}
         cfg = self.recipe.train
         self._release_models()
+        out_dir, seed = self.run.round_dir(t) / "trainer", self.recipe.seed + t
+        # Full fine-tuning: the trainer's arguments come first, so that under ZeRO-3 the policy and the reference
+        # are partitioned as they load (zero.Init). LoRA merges the earlier rounds' adapters into whole weights.
+        args = None if cfg.lora else dpo_config(cfg, out_dir, seed)
         policy = models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
         ref = None if cfg.lora else models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
         soft = any("label" in p or "weight" in p for p in pairs)
@@ -496,15 +520,11 @@ class Engine:
             trainer_cls = TokenWeightedDPOTrainer
             kwargs = {"reduction": self.recipe.cdpo.reduction if self.recipe.cdpo else "sum",
                       "treg_alpha": self.recipe.treg.alpha if self.recipe.treg else 0.0}
-        trainer = train_dpo(policy, self.tokenizer, rows, cfg, self.run.round_dir(t) / "trainer",
-                            self.recipe.seed + t, ref_model=ref, trainer_cls=trainer_cls, trainer_kwargs=kwargs)
+        trainer = train_dpo(policy, self.tokenizer, rows, cfg, out_dir, seed, ref_model=ref, trainer_cls=trainer_cls,
+                            trainer_kwargs=kwargs, args=args)
         out = self.run.round_dir(t) / ("adapter" if cfg.lora else "model")
-        tmp = out.with_name(f".{out.name}.tmp")
-        trainer.save_model(str(tmp))
-        if not cfg.lora:
-            self.tokenizer.save_pretrained(str(tmp))
-        replace_dir(tmp, out)
-        stats = train_stats(trainer.state.log_history)
+        self._save(trainer, out, with_tokenizer=not cfg.lora)
+        stats = {**train_stats(trainer.state.log_history), **distributed.training_setup(trainer.accelerator)}
         del trainer, policy, ref
         gc.collect()
         return out, stats
@@ -519,17 +539,26 @@ class Engine:
         policy = models.load_round_model(self.recipe.model, self.run.root, t - 1, self.device)
         trainer = train_grpo(policy, self.tokenizer, rows, self.recipe, self.run.round_dir(t) / "trainer",
                              self.recipe.seed + t)
-        write_jsonl(self.run.round_dir(t) / "rollouts.jsonl", trainer.rollouts)
+        if self.main:
+            write_jsonl(self.run.round_dir(t) / "rollouts.jsonl", trainer.rollouts)
         out = self.run.round_dir(t) / ("adapter" if self.recipe.train.lora else "model")
-        tmp = out.with_name(f".{out.name}.tmp")
-        trainer.save_model(str(tmp))
-        if not self.recipe.train.lora:
-            self.tokenizer.save_pretrained(str(tmp))
-        replace_dir(tmp, out)
-        stats = {**grpo_train_stats(trainer.state.log_history), **rollout_stats(trainer.rollouts)}
+        self._save(trainer, out, with_tokenizer=not self.recipe.train.lora)
+        stats = {**grpo_train_stats(trainer.state.log_history), **rollout_stats(trainer.rollouts),
+                 **distributed.training_setup(trainer.accelerator)}
         del trainer, policy
         gc.collect()
         return out, stats
+
+    def _save(self, trainer, out: Path, with_tokenizer: bool) -> None:
+        """The trained model (or adapter) to `out`, atomically. Every process calls the trainer's save (under
+        ZeRO-3 it gathers the partitioned weights into full 16-bit tensors); the main process writes."""
+        tmp = out.with_name(f".{out.name}.tmp")
+        trainer.save_model(str(tmp))
+        distributed.forget_zero3()  # the next stages load whole models for inference
+        if self.main:
+            if with_tokenizer:
+                self.tokenizer.save_pretrained(str(tmp))
+            replace_dir(tmp, out)
 
     def _scir_trainer_kwargs(self, pair: dict) -> dict:
         cfg = self.recipe.scir
@@ -572,14 +601,17 @@ class Engine:
         if modes:
             metrics["mean_response_tokens"] = statistics.fmean(r[f"{length_mode}_tokens"] for r in results)
         path = self.run.round_dir(t) / "eval.json"
-        write_json(path, metrics)
-        write_jsonl(self.run.round_dir(t) / "eval_samples.jsonl", results)
+        if self.main:
+            write_json(path, metrics)
+            write_jsonl(self.run.round_dir(t) / "eval_samples.jsonl", results)
         return path, {}
 
     # ----------------------------------------------------------------------------- reporting
 
     def _report(self, t: int) -> None:
-        """summary.json, metrics.jsonl / W&B and a console line for round t (idempotent on resume)."""
+        """summary.json, metrics.jsonl / W&B and a console line for round t (idempotent on resume); main process."""
+        if not self.main:
+            return
         summary = read_json(self.run.summary_path) if self.run.summary_path.exists() else {"rounds": []}
         entry: dict = {"round": t, "eval": read_json(self.run.round_dir(t) / "eval.json")}
         stages = ("seed_sft", "eval") if t == 0 else self.round_stages
@@ -587,9 +619,10 @@ class Engine:
         for s in ("generate", "reward", "pairs", "train", "seed_sft"):
             if self.run.is_done(t, s):
                 info = {k: v for k, v in self.run.stage_info(t, s).items()
-                        if k not in ("finished_at", "seconds", "artifact", "sha256")}
+                        if k not in ("finished_at", "seconds", "artifact", "sha256") and not k.startswith("peak_")}
                 entry[{"reward": "rewards", "generate": "generation"}.get(s, s)] = info
         entry["seconds"] = seconds
+        entry["peak_rss_mb"] = {s: self.run.stage_info(t, s).get("peak_rss_mb") for s in seconds}  # per process
         summary["rounds"] = [r for r in summary["rounds"] if r["round"] != t] + [entry]
         summary["rounds"].sort(key=lambda r: r["round"])
         write_json(self.run.summary_path, summary)
@@ -600,6 +633,7 @@ class Engine:
                          if isinstance(v, int | float) and not isinstance(v, bool)})
         flat.update({f"time/{k}": v for k, v in seconds.items()})
         flat["time/round"] = sum(seconds.values())
+        flat.update({f"memory/{s}_peak_rss_mb": max(v) for s, v in entry["peak_rss_mb"].items() if v})
         if self.run.get("reported_round", -1) < t:
             self.tracker.log(t, flat)
             self.tracker.log_samples(t, self._sample_table(t))

@@ -76,6 +76,6 @@ def load_round_model(cfg: ModelConfig, run_root: Path, t: int, device=None) -> P
 
 
 def default_device() -> torch.device:
-    from accelerate import PartialState
+    from selfalign import distributed
 
-    return PartialState().device
+    return distributed.device()

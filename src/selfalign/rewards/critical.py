@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from selfalign import distributed
 from selfalign.artifacts import read_json, replace_dir, run_in_chunks, write_json
 from selfalign.config import CDPOConfig, ContrastAdaptersConfig, SeedSFTConfig
 from selfalign.rewards.contrastive import critical_token_scores
@@ -74,20 +75,23 @@ def contrast_model(base, tokenizer, positive: Sequence[dict], negative: Sequence
                         batch_size=cfg.adapters.batch_size)
     for name, examples in ((POSITIVE, positive), (NEGATIVE, negative)):
         path = out_dir / name
+        distributed.barrier()  # every process sees the same saved adapters
         if path.exists():
             model = _load_adapter(model, name, path)
-        else:
+        else:  # every process trains (TRL distributes it), the main one saves
             model = _add_adapter(model, name, cfg.adapters)
             trainer = train_sft(model, tokenizer, list(examples), sft, out_dir / f".trainer_{name}", seed)
             losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-            tmp = out_dir / f".{name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(str(tmp), selected_adapters=[name])  # a named adapter lands in tmp/<name>/
-            write_json(tmp / name / "train_stats.json", {"examples": len(examples), "steps": len(losses),
-                                                         "loss": statistics.fmean(losses) if losses else None})
-            replace_dir(tmp / name, path)
-            shutil.rmtree(tmp)
-            shutil.rmtree(out_dir / f".trainer_{name}", ignore_errors=True)
+            if distributed.is_main():
+                tmp = out_dir / f".{name}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(str(tmp), selected_adapters=[name])  # a named adapter lands in tmp/<name>/
+                write_json(tmp / name / "train_stats.json", {"examples": len(examples), "steps": len(losses),
+                                                             "loss": statistics.fmean(losses) if losses else None})
+                replace_dir(tmp / name, path)
+                shutil.rmtree(tmp)
+                shutil.rmtree(out_dir / f".trainer_{name}", ignore_errors=True)
+            distributed.barrier()
             del trainer
         stats = read_json(path / "train_stats.json")
         info[f"{name}_examples"], info[f"{name}_loss"] = stats["examples"], stats["loss"]

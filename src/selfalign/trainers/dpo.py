@@ -49,10 +49,12 @@ def train_stats(log_history: list[dict]) -> dict:
 
 
 def train_dpo(model, tokenizer, pairs: list[dict], cfg: TrainConfig, output_dir: Path, seed: int,
-              ref_model=None, trainer_cls=None, trainer_kwargs: dict | None = None):
+              ref_model=None, trainer_cls=None, trainer_kwargs: dict | None = None, args=None):
     """Run DPO on `pairs` (rows with prompt, chosen, rejected, and any extra columns a subclass reads).
 
-    Reference: `ref_model` for full fine-tuning; with LoRA, the base with the adapter disabled.
+    Reference: `ref_model` for full fine-tuning; with LoRA, the base with the adapter disabled. `args`: a
+    `dpo_config(cfg, output_dir, seed)` made before the models were loaded (under ZeRO-3 that makes
+    `from_pretrained` partition the weights as they load); made here when not given.
     Returns the trainer (its `.model` is the trained policy, a PeftModel with LoRA).
     """
     from datasets import Dataset
@@ -63,7 +65,7 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: TrainConfig, output_dir:
     dataset = Dataset.from_list(pairs)
     peft = lora_config(cfg.lora) if cfg.lora is not None else None
     trainer = trainer_cls(
-        model=model, ref_model=None if peft is not None else ref_model, args=dpo_config(cfg, output_dir, seed),
+        model=model, ref_model=None if peft is not None else ref_model, args=args or dpo_config(cfg, output_dir, seed),
         train_dataset=dataset, processing_class=tokenizer, peft_config=peft, **(trainer_kwargs or {}),
     )
     trainer.remove_callback(PrinterCallback)  # selfalign reports the round's training stats itself
