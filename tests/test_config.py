@@ -531,3 +531,24 @@ def test_shipped_recipes_validate(path):
 
     recipe = load_recipe(path)
     assert recipe.rounds >= 1
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"generation": {"tensor_parallel_size": 2}}, "generation.tensor_parallel_size: applies to generation.backend "
+                                                  "vllm only"),
+    ({"generation": {"vllm": {"gpu_memory_utilization": 0.5}}}, "generation.vllm: applies to generation.backend "
+                                                                "vllm only"),
+    ({"generation": {"backend": "vllm", "vllm": {"model": "x"}}}, "generation.vllm.model: set by model.path"),
+    ({"generation": {"backend": "vllm", "vllm": {"tensor_parallel_size": 2}}},
+     "generation.vllm.tensor_parallel_size: set by generation.tensor_parallel_size"),
+    ({"generation": {"backend": "vllm", "tensor_parallel_size": 0}}, "generation.tensor_parallel_size: 0 is out"),
+])
+def test_vllm_errors(raw, expected):
+    with pytest.raises(ConfigError, match="^recipe: " + expected.replace(".", r"\.")):
+        recipe_from_dict(raw)
+
+
+def test_vllm_settings_parse():
+    r = recipe_from_dict({"generation": {"backend": "vllm", "tensor_parallel_size": 4,
+                                         "vllm": {"gpu_memory_utilization": 0.6, "max_model_len": 4096}}})
+    assert r.generation.tensor_parallel_size == 4 and r.generation.vllm["max_model_len"] == 4096

@@ -92,6 +92,7 @@ class Engine:
         self.recipe = recipe
         self.run = RunDir(output_dir)
         self._models: dict[int, torch.nn.Module] = {}
+        self._vllm: tuple[int, object] | None = None  # (round, vllm.LLM) with generation.backend vllm
         self._tokenizer = None
         self.device = models.default_device()
         self.main = distributed.is_main()  # under `accelerate launch`, only the main process writes the run dir
@@ -124,6 +125,7 @@ class Engine:
     def model(self, t: int) -> torch.nn.Module:
         """M_t in eval mode, cached; older models are dropped unless a reward needs them."""
         if t not in self._models:
+            self._release_vllm()  # scoring and training need the GPU memory vLLM holds
             m = models.load_round_model(self.recipe.model, self.run.root, t, self.device)
             m.eval()
             self._models[t] = m
@@ -131,7 +133,45 @@ class Engine:
 
     def _release_models(self) -> None:
         self._models.clear()
+        self._release_vllm()
         gc.collect()
+
+    def _release_vllm(self) -> None:
+        if self._vllm is not None:
+            from selfalign.generation_vllm import release_engine
+
+            release_engine(self._vllm[1])
+            self._vllm = None
+
+    def _vllm_engine(self, t: int):
+        """A vLLM engine on M_t, kept while consecutive stages sample from M_t (round t's eval, round t+1's
+        generate). LoRA rounds are merged into whole weights under .vllm/ first (main process)."""
+        from selfalign.generation_vllm import load_engine
+
+        if self._vllm is not None and self._vllm[0] == t:
+            return self._vllm[1]
+        self._release_models()
+        path, adapters = models.round_weights(self.recipe.model, self.run.root, t)
+        if adapters:
+            merged = self.run.root / ".vllm" / f"round_{t}"
+            if self.main and not merged.exists():
+                tmp = merged.with_name(f".round_{t}.tmp")
+                models.load_round_model(self.recipe.model, self.run.root, t).save_pretrained(str(tmp))
+                self.tokenizer.save_pretrained(str(tmp))
+                replace_dir(tmp, merged)
+            distributed.barrier()
+            path = str(merged)
+        self._vllm = (t, load_engine(path, self.recipe, distributed.world_size()))
+        return self._vllm[1]
+
+    def _sample(self, t: int, prompts: list[str], seed: int, *, batch_size: int, **kwargs):
+        """Responses of M_t with the recipe's backend; `seed` makes them a function of the chunk alone."""
+        if self.recipe.generation.backend == "vllm":
+            from selfalign.generation_vllm import generate_vllm
+
+            return generate_vllm(self._vllm_engine(t), self.tokenizer, prompts, seed=seed, **kwargs)
+        torch.manual_seed(seed)
+        return generate(self.model(t), self.tokenizer, prompts, batch_size=batch_size, **kwargs)
 
     def _prompt_rows(self, rows: list[dict]) -> list[dict]:
         for r in rows:
@@ -169,7 +209,10 @@ class Engine:
         return GRPO_STAGES if self.recipe.train.algorithm == "grpo" else ROUND_STAGES
 
     def run_all(self) -> dict:
+        from selfalign.generation_vllm import check_available
+
         self._check_recipe()
+        check_available(self.recipe, distributed.world_size())
         self.tracker = Tracker(self.run, self.recipe.tracking, to_dict(self.recipe), is_main=self.main)
         try:
             if self.recipe.seed_sft.enabled:
@@ -222,13 +265,12 @@ class Engine:
     def generate(self, t: int):
         g = self.recipe.generation
         rows = self.train_prompts(t)
-        model = self.model(t - 1)
 
         def compute(ci: int, chunk: list[dict]) -> list[dict]:
-            torch.manual_seed(chunk_seed(self.recipe.seed, t, "generate", ci))
-            samples = generate(model, self.tokenizer, [r["prompt_text"] for r in chunk],
-                               num_samples=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p,
-                               max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, stop=g.stop)
+            samples = self._sample(t - 1, [r["prompt_text"] for r in chunk], chunk_seed(self.recipe.seed, t,
+                                   "generate", ci), num_samples=g.samples_per_prompt, temperature=g.temperature,
+                                   top_p=g.top_p, max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
+                                   stop=g.stop)
             return [{"prompt_id": r["id"], "prompt": r["prompt"], "prompt_text": r["prompt_text"],
                      "answer": r.get("answer"), "sample": k, "response": s.text, "token_ids": s.token_ids,
                      "logprobs": [round(x, 5) for x in s.logprobs], "finish_reason": s.finish_reason}
@@ -573,18 +615,17 @@ class Engine:
     def evaluate(self, t: int):
         e, g = self.recipe.eval, self.recipe.generation
         rows = self.eval_prompts()
-        model = self.model(t)
         verifiable = all(r.get("answer") is not None for r in rows)
         modes = [m for m, on in (("greedy", e.greedy), ("sampled", e.sampled)) if on]
 
         def compute(ci: int, chunk: list[dict]) -> list[dict]:
-            torch.manual_seed(chunk_seed(self.recipe.seed, t, "eval", ci))
             out = [{"prompt_id": r["id"]} for r in chunk]
-            for mode in modes:
-                samples = generate(model, self.tokenizer, [r["prompt_text"] for r in chunk], num_samples=1,
-                                   temperature=0.0 if mode == "greedy" else e.temperature, top_p=e.top_p,
-                                   max_new_tokens=e.max_new_tokens or g.max_new_tokens, batch_size=e.batch_size,
-                                   stop=g.stop, with_logprobs=False)
+            for mode in modes:  # greedy draws no random numbers: the sampled mode sees the chunk's seed either way
+                samples = self._sample(t, [r["prompt_text"] for r in chunk], chunk_seed(self.recipe.seed, t, "eval",
+                                       ci), num_samples=1,
+                                       temperature=0.0 if mode == "greedy" else e.temperature, top_p=e.top_p,
+                                       max_new_tokens=e.max_new_tokens or g.max_new_tokens, batch_size=e.batch_size,
+                                       stop=g.stop, with_logprobs=False)
                 for o, r, (s,) in zip(out, chunk, samples, strict=True):
                     o[f"{mode}_response"] = s.text
                     o[f"{mode}_tokens"] = len(s.token_ids)

@@ -56,22 +56,28 @@ def round_adapter_dir(run_root: Path, t: int) -> Path:
     return run_root / f"round_{t}" / "adapter"
 
 
+def round_weights(cfg: ModelConfig, run_root: Path, t: int) -> tuple[str, list[Path]]:
+    """Where M_t's weights come from: the latest full weights up to round t, and the LoRA adapters after them
+    (in order) that are merged into them."""
+    full = [s for s in range(t + 1) if round_model_dir(run_root, s).exists()]
+    base_t = max(full, default=0)
+    path = str(round_model_dir(run_root, base_t)) if full else base_model_path(cfg)
+    return path, [round_adapter_dir(run_root, s) for s in range(base_t + 1, t + 1)
+                  if round_adapter_dir(run_root, s).exists()]
+
+
 def load_round_model(cfg: ModelConfig, run_root: Path, t: int, device=None) -> PreTrainedModel:
     """The policy after round t. Round 0 is the base model (or its seed-SFT version in round_0/model/).
 
     A round with model/ holds full weights; with adapter/, a LoRA adapter merged into the model before
     it; with neither (no pairs were kept), the model is carried over unchanged.
     """
-    full = [s for s in range(t + 1) if round_model_dir(run_root, s).exists()]
-    base_t = max(full, default=0)
-    path = str(round_model_dir(run_root, base_t)) if full else base_model_path(cfg)
+    path, adapters = round_weights(cfg, run_root, t)
     model = load_model(path, cfg, device)
-    for s in range(base_t + 1, t + 1):
-        adapter = round_adapter_dir(run_root, s)
-        if adapter.exists():
-            from peft import PeftModel
+    for adapter in adapters:
+        from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     return model
 
 
