@@ -134,9 +134,26 @@ def test_deepspeed_zero3_two_processes_saves_whole_weights(one_process, tmp_path
     launch("deepspeed_zero3.yaml", tmp_path / "z3")
     train = assert_matches_one_process(tmp_path / "z3", one_process)
     assert train["distributed_type"] == "DEEPSPEED" and train["zero_stage"] == 3
+    assert train["reference_partitioned"] is True  # TRL's reference model is a ZeRO-3 engine too
     saved = load_file(str(tmp_path / "z3/round_1/model/model.safetensors"))
     before = load_file(str(Path(base_model_path(load_recipe("recipes/quickstart.yaml").model)) / "model.safetensors"))
     reference = load_file(str(one_process / "round_1/model/model.safetensors"))
     assert saved.keys() == reference.keys()
     assert all(saved[k].shape == reference[k].shape and saved[k].numel() > 0 for k in saved)
     assert any(not saved[k].equal(before[k]) for k in saved)  # trained
+
+
+def test_cdpo_under_zero3_is_refused_before_any_stage(tiny_model, tmp_path, monkeypatch):
+    from conftest import tiny_recipe
+
+    from selfalign.config import ConfigError, recipe_from_dict
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    raw = tiny_recipe(tiny_model, **{"cdpo": {}, "rewards": {}, "pairs.reward": "verifier",
+                                     "tracking.wandb.enabled": False})
+    with pytest.raises(ConfigError, match="^cdpo: its contrast adapters .* launch with deepspeed_zero2.yaml"):
+        Engine(recipe_from_dict(raw), tmp_path).run_all()
+    assert not (tmp_path / "manifest.json").exists()
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    assert distributed.zero_stage() == 2

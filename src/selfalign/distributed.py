@@ -26,7 +26,10 @@ def _state() -> PartialState:
 
 
 def device() -> torch.device:
-    return _state().device
+    """This process's device. On CPU plain `cpu`: accelerate's `cpu:0` under a launcher would make `.to()` copy
+    every weight of a model loaded on `cpu`, doubling its memory."""
+    d = _state().device
+    return torch.device("cpu") if d.type == "cpu" else d
 
 
 def rank() -> int:
@@ -70,10 +73,22 @@ def forget_zero3() -> None:
     unset_hf_deepspeed_config()
 
 
-def training_setup(accelerator) -> dict:
-    """How a trainer ran: processes, accelerate's distributed type, and the ZeRO stage under DeepSpeed."""
+def training_setup(trainer) -> dict:
+    """How a trainer ran: processes, accelerate's distributed type, and under DeepSpeed the ZeRO stage and, with
+    ZeRO-3 and a reference model, whether the reference is partitioned too (every parameter a ZeRO-3 shard)."""
+    accelerator = trainer.accelerator
     info = {"processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type.value)}
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:
         info["zero_stage"] = plugin.zero_stage
+        ref = getattr(trainer, "ref_model", None)
+        if plugin.zero_stage == 3 and ref is not None:
+            info["reference_partitioned"] = all(hasattr(p, "ds_id") for p in ref.parameters())
     return info
+
+
+def zero_stage() -> int | None:
+    """The DeepSpeed ZeRO stage `accelerate launch` was given, if any."""
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") if os.environ.get(
+        "ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else None
+    return int(stage) if stage else None

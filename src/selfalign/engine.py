@@ -213,6 +213,10 @@ class Engine:
 
         self._check_recipe()
         check_available(self.recipe, distributed.world_size())
+        if self.recipe.cdpo is not None and distributed.zero_stage() == 3:
+            raise ConfigError("cdpo: its contrast adapters are trained and then score tokens in the same stage, which "
+                              "ZeRO-3's partitioned weights do not allow; launch with deepspeed_zero2.yaml or "
+                              "multi_gpu.yaml (the adapters and the LoRA policy are small)")
         self.tracker = Tracker(self.run, self.recipe.tracking, to_dict(self.recipe), is_main=self.main)
         try:
             if self.recipe.seed_sft.enabled:
@@ -566,7 +570,7 @@ class Engine:
                             trainer_kwargs=kwargs, args=args)
         out = self.run.round_dir(t) / ("adapter" if cfg.lora else "model")
         self._save(trainer, out, with_tokenizer=not cfg.lora)
-        stats = {**train_stats(trainer.state.log_history), **distributed.training_setup(trainer.accelerator)}
+        stats = {**train_stats(trainer.state.log_history), **distributed.training_setup(trainer)}
         del trainer, policy, ref
         gc.collect()
         return out, stats
@@ -586,7 +590,7 @@ class Engine:
         out = self.run.round_dir(t) / ("adapter" if self.recipe.train.lora else "model")
         self._save(trainer, out, with_tokenizer=not self.recipe.train.lora)
         stats = {**grpo_train_stats(trainer.state.log_history), **rollout_stats(trainer.rollouts),
-                 **distributed.training_setup(trainer.accelerator)}
+                 **distributed.training_setup(trainer)}
         del trainer, policy
         gc.collect()
         return out, stats
