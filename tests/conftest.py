@@ -59,3 +59,15 @@ def tiny_recipe(model_path: str, **overrides) -> dict:
             node = node.setdefault(p, {})
         node[last] = value
     return recipe
+
+
+def load_script(name: str):
+    """A script under scripts/ imported as a module (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
