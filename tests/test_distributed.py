@@ -53,10 +53,10 @@ def test_one_process_owns_every_chunk():
 # ------------------------------------------------------------------------------------------ real launches
 
 
-def launch(config: str, output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+def launch(config: str, output_dir: Path, *overrides: str, precision: str = "no") -> subprocess.CompletedProcess:
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", str(CONFIGS / config), "--num_processes", "2",
-           "--mixed_precision", "no", "-m", "selfalign", "run", "recipes/quickstart.yaml",
+           "--mixed_precision", precision, "-m", "selfalign", "run", "recipes/quickstart.yaml",
            "--output-dir", str(output_dir)]
     for o in [*SMALL, *overrides]:
         cmd += ["--set", o]
@@ -125,13 +125,15 @@ def test_deepspeed_zero2_two_processes(one_process, tmp_path):
 
 @pytest.mark.slow
 def test_deepspeed_zero3_two_processes_saves_whole_weights(one_process, tmp_path):
-    """ZeRO-3 partitions the policy and TRL's reference; the round's model is saved whole (every tensor at its
-    full shape) and the next stages load it as a plain checkpoint."""
+    """ZeRO-3 with bf16 (as on GPUs; DeepSpeed runs it on CPU too) partitions the policy and TRL's reference; the
+    round's model is saved whole, as 16-bit weights (every tensor at its full shape, bfloat16), and the next stages
+    load it as a plain checkpoint."""
+    import torch
     from safetensors.torch import load_file
 
     from selfalign.models import base_model_path
 
-    launch("deepspeed_zero3.yaml", tmp_path / "z3")
+    launch("deepspeed_zero3.yaml", tmp_path / "z3", precision="bf16")
     train = assert_matches_one_process(tmp_path / "z3", one_process)
     assert train["distributed_type"] == "DEEPSPEED" and train["zero_stage"] == 3
     assert train["reference_partitioned"] is True  # TRL's reference model is a ZeRO-3 engine too
@@ -140,7 +142,8 @@ def test_deepspeed_zero3_two_processes_saves_whole_weights(one_process, tmp_path
     reference = load_file(str(one_process / "round_1/model/model.safetensors"))
     assert saved.keys() == reference.keys()
     assert all(saved[k].shape == reference[k].shape and saved[k].numel() > 0 for k in saved)
-    assert any(not saved[k].equal(before[k]) for k in saved)  # trained
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    assert any(not saved[k].equal(before[k].to(torch.bfloat16)) for k in saved)  # trained
 
 
 def test_cdpo_under_zero3_is_refused_before_any_stage(tiny_model, tmp_path, monkeypatch):
@@ -157,3 +160,18 @@ def test_cdpo_under_zero3_is_refused_before_any_stage(tiny_model, tmp_path, monk
     assert not (tmp_path / "manifest.json").exists()
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     assert distributed.zero_stage() == 2
+
+
+def test_trainers_follow_the_launch_mixed_precision(monkeypatch):
+    """A DeepSpeed config's bf16 must agree with the trainer's arguments: the launch's choice wins."""
+    from selfalign.config import TrainConfig
+    from selfalign.trainers.dpo import dpo_config
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert distributed.precision_args() == {"bf16": False, "fp16": False, "use_cpu": True}  # no GPU here
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert distributed.precision_args()["bf16"] is True
+    args = dpo_config(TrainConfig(), Path("/tmp/unused"), 0)
+    assert args.bf16 and not args.fp16
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert distributed.precision_args() == {"bf16": False, "fp16": False, "use_cpu": True}

@@ -92,3 +92,13 @@ def zero_stage() -> int | None:
     stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") if os.environ.get(
         "ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else None
     return int(stage) if stage else None
+
+
+def precision_args() -> dict:
+    """The trainers' `bf16` / `fp16` / `use_cpu`: the launch's mixed precision when `accelerate launch` set one (a
+    DeepSpeed config must agree with the trainer's arguments), otherwise bf16 on a GPU that supports it."""
+    cuda = torch.cuda.is_available()
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched is not None:
+        return {"bf16": launched == "bf16", "fp16": launched == "fp16", "use_cpu": not cuda}
+    return {"bf16": cuda and torch.cuda.is_bf16_supported(), "fp16": False, "use_cpu": not cuda}

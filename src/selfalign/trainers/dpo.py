@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from selfalign import distributed
 from selfalign.config import LoraOptions, TrainConfig
 
 
@@ -19,13 +18,12 @@ def lora_config(opts: LoraOptions):
 def dpo_config(cfg: TrainConfig, output_dir: Path, seed: int):
     from trl import DPOConfig
 
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     kwargs = dict(
         output_dir=str(output_dir), beta=cfg.beta, learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no", report_to="none", seed=seed,
-        bf16=use_bf16, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True, **distributed.precision_args(),
     )
     if cfg.max_length is not None:
         kwargs["max_length"] = cfg.max_length

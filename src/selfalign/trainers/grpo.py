@@ -19,9 +19,9 @@ import math
 import statistics
 from pathlib import Path
 
-import torch
 from trl import GRPOTrainer
 
+from selfalign import distributed
 from selfalign.config import Recipe
 from selfalign.rewards.functions import bind_reward_functions, build_reward_functions
 from selfalign.rewards.repetition import completion_stats
@@ -33,12 +33,11 @@ def grpo_config(recipe: Recipe, weights: list[float], output_dir: Path, seed: in
     from trl import GRPOConfig
 
     cfg, g = recipe.train, recipe.generation
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     kwargs = dict(
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no",
-        report_to="none", seed=seed, bf16=use_bf16, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        report_to="none", seed=seed, disable_tqdm=True, **distributed.precision_args(),
         num_generations=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p,
         max_completion_length=g.max_new_tokens, reward_weights=weights,
     )

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from selfalign import distributed
 from selfalign.config import SeedSFTConfig
 
 
@@ -19,8 +18,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SeedSFTConfig, output
     args = SFTConfig(
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size, logging_steps=1, save_strategy="no", report_to="none",
-        seed=seed, bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), completion_only_loss=True,
+        seed=seed, disable_tqdm=True, completion_only_loss=True, **distributed.precision_args(),
     )
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
