@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -213,6 +214,8 @@ class Engine:
 
         self._check_recipe()
         check_available(self.recipe, distributed.world_size())
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not torch.cuda.is_available():
+            log.warning("FSDP was asked for, but accelerate enables it on GPUs only: this CPU launch trains with DDP")
         if self.recipe.cdpo is not None and distributed.zero_stage() == 3:
             raise ConfigError("cdpo: its contrast adapters are trained and then score tokens in the same stage, which "
                               "ZeRO-3's partitioned weights do not allow; launch with deepspeed_zero2.yaml or "
