@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -95,6 +96,9 @@ def run_in_chunks(
     from selfalign import distributed
 
     starts = range(0, len(items), chunk_size)
+    if 0 < len(starts) < distributed.world_size() and distributed.is_main():
+        logging.getLogger(__name__).warning("%s: %d chunks for %d processes, so some processes wait; use smaller "
+                                            "chunks", parts_dir.name, len(starts), distributed.world_size())
     for i, start in enumerate(starts):
         part = parts_dir / f"{i:05d}.jsonl"
         if distributed.owns(i) and not part.exists():
