@@ -53,11 +53,11 @@ def test_one_process_owns_every_chunk():
 # ------------------------------------------------------------------------------------------ real launches
 
 
-def launch(config: str, output_dir: Path, *overrides: str, precision: str = "no") -> subprocess.CompletedProcess:
+def launch(config: str, output_dir: Path, *overrides: str, precision: str = "no",
+           recipe: str = "recipes/quickstart.yaml") -> subprocess.CompletedProcess:
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", str(CONFIGS / config), "--num_processes", "2",
-           "--mixed_precision", precision, "-m", "selfalign", "run", "recipes/quickstart.yaml",
-           "--output-dir", str(output_dir)]
+           "--mixed_precision", precision, "-m", "selfalign", "run", recipe, "--output-dir", str(output_dir)]
     for o in [*SMALL, *overrides]:
         cmd += ["--set", o]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -175,3 +175,31 @@ def test_trainers_follow_the_launch_mixed_precision(monkeypatch):
     assert args.bf16 and not args.fp16
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert distributed.precision_args() == {"bf16": False, "fp16": False, "use_cpu": True}
+
+
+@pytest.mark.slow
+def test_grpo_round_two_processes(tmp_path):
+    """TRL's GRPOTrainer under DDP: every process samples its share of the groups; all rollouts reach the main
+    process's rollouts.jsonl."""
+    launch("cpu_ddp.yaml", tmp_path / "grpo", "prompts.train_per_round=16", "train.batch_size=16",
+           recipe="recipes/sandbox/grpo_majority.yaml")
+    rollouts = read_jsonl(tmp_path / "grpo/round_1/rollouts.jsonl")
+    assert len(rollouts) == 16 * 8 and len({r["prompt_id"] for r in rollouts}) == 16
+    train = read_json(tmp_path / "grpo/summary.json")["rounds"][1]["train"]
+    assert train["processes"] == 2 and train["distributed_type"] == "MULTI_CPU"
+
+
+@pytest.mark.slow
+def test_cdpo_round_two_processes(tmp_path):
+    """cDPO under DDP: both processes train the contrast adapters (saved once, by the main process), score their
+    share of the pairs, and the pairs equal a 1-process run's (they depend on the answers, not the adapters)."""
+    overrides = ["prompts.train_per_round=32", "cdpo.batch_size=16", "cdpo.adapters.batch_size=8"]
+    launch("cpu_ddp.yaml", tmp_path / "two", *overrides, recipe="recipes/sandbox/cdpo.yaml")
+    Engine(load_recipe("recipes/sandbox/cdpo.yaml", SMALL + overrides), tmp_path / "one").run_all()
+    two, one = (read_jsonl(tmp_path / r / "round_1/pairs.jsonl") for r in ("two", "one"))
+    assert two and [(p["chosen"], p["rejected"]) for p in two] == [(p["chosen"], p["rejected"]) for p in one]
+    assert all(len(p["rejected_weights"]) == len(p["rejected_token_scores"]) for p in two)
+    for name in ("positive", "negative"):
+        assert (tmp_path / "two/round_1/cdpo" / name / "adapter_config.json").exists()
+    assert not list((tmp_path / "two/round_1/cdpo").glob(".*"))  # no temporary dirs left
+    assert read_json(tmp_path / "two/summary.json")["rounds"][1]["train"]["processes"] == 2
