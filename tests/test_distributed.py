@@ -203,3 +203,12 @@ def test_cdpo_round_two_processes(tmp_path):
         assert (tmp_path / "two/round_1/cdpo" / name / "adapter_config.json").exists()
     assert not list((tmp_path / "two/round_1/cdpo").glob(".*"))  # no temporary dirs left
     assert read_json(tmp_path / "two/summary.json")["rounds"][1]["train"]["processes"] == 2
+
+
+def test_other_commands_refuse_a_multi_process_launch(monkeypatch, capsys):
+    from selfalign.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["eval", "sandbox", "--prompts", "sandbox://arith", "--num-prompts", "4"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("selfalign: error: selfalign eval: runs in one process (2 were")

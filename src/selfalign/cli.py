@@ -182,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_libraries()
     try:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if args.func is not cmd_run and processes > 1:
+            raise ConfigError(f"selfalign {args.command}: runs in one process ({processes} were launched); start it "
+                              "without accelerate launch (only `selfalign run` shares its work between processes)")
         return args.func(args)
     except ConfigError as e:
         print(f"selfalign: error: {e}", file=sys.stderr)
