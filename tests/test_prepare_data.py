@@ -195,3 +195,26 @@ def test_main_only_cream_needs_path(pd, capsys):
         pd.main(["--only", "cream"])
     assert e.value.code == 2
     assert "prepare_data: error: --only cream needs --cream-prompts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p) for d in ("llama3-8b-instruct", "qwen2.5-7b-instruct")
+                                          for p in __import__("pathlib").Path("recipes", d).glob("*.yaml")))
+def test_real_scale_recipes_read_the_files_the_script_writes(pd, tmp_path, fake_datasets, recipe):
+    """Every data/ file a real-scale recipe names is one prepare_data.py writes, and it loads with the recipe's
+    prompt settings (eval rows carry answers for the verifier)."""
+    from selfalign.config import load_recipe
+    from selfalign.data.prompts import load_prompts
+    from selfalign.data.seed import load_seed_examples
+
+    cream = tmp_path / "prompt.json"
+    cream.write_text(json.dumps({"q1": [{"role": "user", "content": "Hi"}]}), encoding="utf-8")
+    assert pd.main(["--out", str(tmp_path / "data"), "--cream-prompts", str(cream)]) == 0
+    r = load_recipe(recipe)
+    local = lambda source: str(tmp_path / source) if source and source.startswith("data/") else None  # noqa: E731
+    p = r.prompts
+    for source, needs_answers in ((p.source, False), (p.eval_source, True)):
+        if local(source):
+            rows = load_prompts(local(source), split=p.split, field=p.field, answer_field=p.answer_field).rows
+            assert rows and (not needs_answers or all(row.get("answer") for row in rows)), source
+    if local(r.seed_sft.data):
+        assert load_seed_examples(local(r.seed_sft.data), r.seed_sft.max_examples, r.seed)
