@@ -71,3 +71,14 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def trainable_weights_moved(trainer, base_model_path: str, lora: bool) -> bool:
+    """Whether training changed the trainable weights: a LoRA B matrix left zero, or any tensor of the base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if lora:  # LoRA's B starts at zero
+        return any(p.abs().max() > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
+    base = AutoModelForCausalLM.from_pretrained(base_model_path).state_dict()
+    return any(not torch.equal(p, base[n]) for n, p in trainer.model.state_dict().items())

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import make_tiny_model, trainable_weights_moved
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
@@ -183,9 +183,4 @@ def test_train_dpo_with_soft_labels(setup, tiny_model, tmp_path):
     assert min(abs(steps[0]["loss"] / math.log(2) - m) for m in pair_means) < 1e-4
     stats = train_stats(trainer.state.log_history)
     assert all(math.isfinite(stats[k]) for k in ("loss", "rewards/margins", "rewards/accuracies"))
-    if setup == "lora":  # LoRA's B starts at zero
-        moved = [p for n, p in trainer.model.named_parameters() if "lora_B" in n and p.abs().max() > 0]
-    else:
-        base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
-        moved = [n for n, p in trainer.model.state_dict().items() if not torch.equal(p, base[n])]
-    assert moved  # the trainable weights changed
+    assert trainable_weights_moved(trainer, tiny_model, setup == "lora")

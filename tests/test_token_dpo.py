@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import make_tiny_model, trainable_weights_moved
 from datasets import Dataset
 from test_soft_dpo import perturb_lora
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -248,9 +248,4 @@ def test_train_dpo_with_token_columns(setup, reduction, alpha, tiny_model, token
     assert len(steps) == 2  # 4 pairs, batch 2, one epoch
     extra = ("rewards/weighted_margins",) + (("treg/regularizer",) if alpha > 0 else ())
     assert all(key in h and math.isfinite(h[key]) for h in steps for key in TRL_METRICS + extra)
-    if setup == "lora":  # LoRA's B starts at zero
-        moved = [p for n, p in trainer.model.named_parameters() if "lora_B" in n and p.abs().max() > 0]
-    else:
-        base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
-        moved = [n for n, p in trainer.model.state_dict().items() if not torch.equal(p, base[n])]
-    assert moved  # the trainable weights changed
+    assert trainable_weights_moved(trainer, tiny_model, setup == "lora")
