@@ -112,6 +112,18 @@ class Engine:
         if self.main:
             atomic_write_text(self.run.recipe_path, dump_recipe(self.recipe))
 
+    def _check_launch(self) -> None:
+        """What this launch cannot do, said in one line before any stage runs."""
+        from selfalign.generation_vllm import check_available
+
+        check_available(self.recipe, distributed.world_size())
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not torch.cuda.is_available():
+            log.warning("FSDP was asked for, but accelerate enables it on GPUs only: this CPU launch trains with DDP")
+        if self.recipe.cdpo is not None and distributed.zero_stage() == 3:
+            raise ConfigError("cdpo: its contrast adapters are trained and then score tokens in the same stage, which "
+                              "ZeRO-3's partitioned weights do not allow; launch with deepspeed_zero2.yaml or "
+                              "multi_gpu.yaml (the adapters and the LoRA policy are small)")
+
     @property
     def tokenizer(self):
         if self._tokenizer is None:
@@ -210,16 +222,8 @@ class Engine:
         return GRPO_STAGES if self.recipe.train.algorithm == "grpo" else ROUND_STAGES
 
     def run_all(self) -> dict:
-        from selfalign.generation_vllm import check_available
-
         self._check_recipe()
-        check_available(self.recipe, distributed.world_size())
-        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not torch.cuda.is_available():
-            log.warning("FSDP was asked for, but accelerate enables it on GPUs only: this CPU launch trains with DDP")
-        if self.recipe.cdpo is not None and distributed.zero_stage() == 3:
-            raise ConfigError("cdpo: its contrast adapters are trained and then score tokens in the same stage, which "
-                              "ZeRO-3's partitioned weights do not allow; launch with deepspeed_zero2.yaml or "
-                              "multi_gpu.yaml (the adapters and the LoRA policy are small)")
+        self._check_launch()
         self.tracker = Tracker(self.run, self.recipe.tracking, to_dict(self.recipe), is_main=self.main)
         try:
             if self.recipe.seed_sft.enabled:
