@@ -31,7 +31,8 @@ BATCH, LENGTH = 8, 64
 def model_dir(name: str, scratch: Path) -> str:
     """A saved model to load: the cached sandbox model, or a random Llama with a 32k vocabulary (61.6M parameters)."""
     if name == "sandbox":
-        from selfalign.data.sandbox_model import SandboxModelConfig, sandbox_model_path
+        from selfalign.sandbox.cache import sandbox_model_path
+        from selfalign.sandbox.config import SandboxModelConfig
 
         return str(sandbox_model_path(SandboxModelConfig()))
     import torch

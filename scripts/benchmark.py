@@ -17,13 +17,13 @@ from dataclasses import replace
 
 import torch
 
-from selfalign import models
-from selfalign.config import JudgeConfig, load_recipe
+from selfalign import models, pipeline
 from selfalign.data.prompts import load_prompts
-from selfalign.engine import Engine, judge_pairwise_accuracy
 from selfalign.generation import generate
-from selfalign.rewards.judge import JudgeReward
+from selfalign.recipe import load_recipe
+from selfalign.rewards.judge import JudgeConfig, JudgeReward
 from selfalign.rewards.verifier import is_correct
+from selfalign.stages.reward import pairwise_accuracy as judge_pairwise_accuracy
 
 
 def accuracy(model, tok, rows, temperature: float, max_new_tokens: int) -> float:
@@ -56,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = replace(recipe, rounds=1, tracking=replace(recipe.tracking, console=False,
                                                          wandb=replace(recipe.tracking.wandb, enabled=False)))
-        summary = Engine(one, tmp).run_all()
+        summary = pipeline.run(one, tmp)
         results["round_1_stage_seconds"] = summary["rounds"][1]["seconds"]
         results["round_0_eval_seconds"] = summary["rounds"][0]["seconds"]["eval"]
 

@@ -53,7 +53,7 @@ def random_model(path: Path) -> str:
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        from selfalign.data.sandbox_model import build_char_tokenizer
+        from selfalign.sandbox.tokenizer import build_char_tokenizer
 
         tok = build_char_tokenizer()
         torch.manual_seed(0)

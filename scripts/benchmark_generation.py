@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 from selfalign import models
-from selfalign.config import ConfigError, recipe_from_dict
+from selfalign.config import ConfigError
 from selfalign.data.prompts import load_prompts, render_prompt
 from selfalign.generation import generate
+from selfalign.recipe import recipe_from_dict
 
 
 def timed(fn) -> tuple[list, float]:
@@ -78,11 +79,11 @@ def main() -> None:
     from selfalign.generation_vllm import check_available, generate_vllm, load_engine
 
     try:
-        check_available(recipe, 1)
+        check_available(recipe.generation, 1)
     except ConfigError as e:
         report["vllm"] = {"skipped": str(e)}
     else:
-        llm, start_s = timed(lambda: load_engine(path, recipe, 1))
+        llm, start_s = timed(lambda: load_engine(path, recipe.model, recipe.generation, recipe.seed, 1))
         generate_vllm(llm, tok, prompts[:8], seed=0, **kwargs)  # warm-up
         out, seconds = timed(lambda: generate_vllm(llm, tok, prompts, seed=0, **kwargs))
         report["vllm"] = {"engine_start_s": round(start_s, 1), "seconds": round(seconds, 2), "tokens": tokens(out),

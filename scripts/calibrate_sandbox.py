@@ -32,8 +32,9 @@ from pathlib import Path
 
 import torch
 
-from selfalign.data import sandbox
-from selfalign.data.sandbox_model import SandboxModelConfig, build_sandbox_model
+from selfalign import sandbox
+from selfalign.sandbox.config import SandboxModelConfig
+from selfalign.sandbox.model import build_sandbox_model
 
 logger = logging.getLogger("calibrate_sandbox")
 

@@ -16,7 +16,7 @@ def make_tiny_model(path, seed: int = 0, hidden: int = 32, layers: int = 2) -> s
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from selfalign.data.sandbox_model import build_char_tokenizer
+    from selfalign.sandbox.tokenizer import build_char_tokenizer
 
     tok = build_char_tokenizer()
     torch.manual_seed(seed)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from selfalign.config import ConfigError
-from selfalign.data.answer_pairs import answer_frequency_pairs, frequency_pair, grade, resolve_grading
-from selfalign.data.sandbox import solve
+from selfalign.methods.cdpo import answer_frequency_pairs, frequency_pair, grade, resolve_grading
+from selfalign.sandbox.task import solve
 
 PROMPT = "Q:47+38+15|S:"
 RIGHT = solve(PROMPT)  # 47+38=85;85+15=100;A:100

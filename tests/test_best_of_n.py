@@ -31,7 +31,7 @@ def test_parse_best_of():
 def test_parse_rules():
     assert parse_rules("borda,majority,borda") == ["borda", "majority"]
     assert parse_rules("self_certainty, judge") == ["self_certainty", "judge"]
-    with pytest.raises(ConfigError, match="unknown rule 'oracle'; available: self_certainty, borda"):
+    with pytest.raises(ConfigError, match="unknown rule 'oracle'; available: borda, majority, judge, likelihood"):
         parse_rules("borda,oracle")
     with pytest.raises(ConfigError, match="--select"):
         parse_rules(",")

@@ -6,16 +6,11 @@ import math
 
 import pytest
 
-from selfalign.config import (
-    ConfigError,
-    JudgeConfig,
-    LikelihoodConfig,
-    LoraOptions,
-    Recipe,
-    load_recipe,
-    recipe_from_dict,
-)
-from selfalign.data.sandbox_model import SandboxModelConfig
+from selfalign.config import ConfigError, LoraOptions
+from selfalign.recipe import Recipe, load_recipe, recipe_from_dict
+from selfalign.rewards.judge import JudgeConfig
+from selfalign.rewards.likelihood import LikelihoodConfig
+from selfalign.sandbox.config import SandboxModelConfig
 
 
 def write(tmp_path, text: str, name: str = "recipe.yaml"):
@@ -276,8 +271,13 @@ SCIR_OK = {"rewards": {"judge": {"mode": "expected"}, "implicit": {}}, "pairs": 
      "recipe: scir: needs rewards.judge and rewards.implicit (the two internal reward models)"),
     ({**SCIR_OK, "rewards": {"judge": {}, "implicit": {}}},
      "recipe: scir.judge_format: pointwise reads score-token logits; set rewards.judge.mode: expected"),
-    ({**SCIR_OK, "consistency": {}}, "recipe: scir: cannot be combined with consistency (CREAM) labels; choose one "
-     "(consistency.label: false only measures it)"),
+    ({**SCIR_OK, "pairs": {"reward": "implicit", "length_control": 0.2}},
+     "recipe: scir: builds its own candidate pairs; leave pairs.rule and pairs.length_control unset"),
+    ({"cdpo": {}, "scir": {}, "rewards": {"judge": {"mode": "expected"}, "implicit": {}}},
+     "recipe: cdpo: builds its own pairs (most frequent correct vs most frequent wrong answer); so does scir; "
+     "choose one"),
+    ({**SCIR_OK, "pairs": {"reward": "ptrue"}}, "recipe: pairs.reward: 'ptrue' is not a configured reward; "
+     "configured: judge, implicit"),
     ({**SCIR_OK, "scir": {"judge_format": "pairwise", "options": ["A", "A"]}},
      "recipe: scir.options: give two different answer strings (first-shown, second-shown)"),
     ({**SCIR_OK, "scir": {"judge_format": "pairwise", "pairwise_template": "{prompt} {response_a}"}},
@@ -292,6 +292,13 @@ def test_pair_rule_and_scir_cross_checks(raw, expected):
 
 def test_valid_scir_and_osp_recipes():
     assert recipe_from_dict({**SCIR_OK, "consistency": {"label": False}}).consistency.label is False
+    # SCIR's pairs may take CREAM's consistency or OSP's judge strength as their soft label (SCIRTrainer is a
+    # SoftLabelDPOTrainer), but not both
+    assert recipe_from_dict({**SCIR_OK, "consistency": {}}).consistency.label is True
+    assert recipe_from_dict({**SCIR_OK, "pairs": {"reward": "implicit", "label": "judge_strength"}}).scir
+    assert config_error(recipe_from_dict, {**SCIR_OK, "consistency": {},
+                                           "pairs": {"reward": "implicit", "label": "judge_strength"}}).startswith(
+        "recipe: pairs.label: judge_strength and consistency both set the pair label")
     recipe = recipe_from_dict(SCIR_OK)
     assert recipe.scir.judge_format == "pointwise" and recipe.scir.lambda_cons == 1.0
     recipe = recipe_from_dict({"pairs": {"rule": "all_pairs", "label": "judge_strength", "max_pairs_per_prompt": 3}})
@@ -321,16 +328,17 @@ def test_valid_grpo_recipe():
                                    {"grpo": {"beta": 0.04, "loss_type": "dr_grpo"}}))
     assert [(r.source, r.weight) for r in recipe.train.grpo_rewards] == [
         ("self_certainty", 1.0), ("majority", 0.5), ("repetition", 0.2), ("json:dumps", 1.0)]
-    assert recipe.train.grpo_rewards[2].ngram == 3 and recipe.train.grpo == {"beta": 0.04, "loss_type": "dr_grpo"}
+    assert recipe.train.grpo_rewards[2].options == {"ngram": 3}
+    assert recipe.train.grpo == {"beta": 0.04, "loss_type": "dr_grpo"}
     # GRPO builds no pairs: pairs.reward need not name a configured reward
     assert recipe_from_dict({**grpo(), "rewards": {"likelihood": {}}}).pairs.reward == "judge"
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
     (grpo([{"source": "selfcertainty"}]),
-     "train.grpo_rewards[0].source: 'selfcertainty' is neither a reward source (self_certainty, judge, ptrue, "
-     "likelihood, majority, verifier, repetition, length) nor an import path 'package.module:function'; did you "
-     "mean 'self_certainty'?"),
+     "train.grpo_rewards[0].source: 'selfcertainty' is neither a registered reward (judge, likelihood, implicit, "
+     "majority, verifier, self_certainty, ptrue, repetition, length) nor an import path 'package.module:function'; "
+     "did you mean 'self_certainty'?"),
     (grpo([{"source": "no_such_pkg.mod:fn"}]),
      "train.grpo_rewards[0].source: cannot import 'no_such_pkg.mod' (ModuleNotFoundError: No module named "
      "'no_such_pkg')"),
@@ -346,8 +354,15 @@ def test_valid_grpo_recipe():
     (grpo(["majority"]), "train.grpo_rewards[0]: expected a mapping, got 'majority'"),
     (grpo([{"source": "majority"}, {"source": "majority", "weight": 2}]),
      "train.grpo_rewards[1].source: 'majority' is listed twice"),
-    (grpo([{"source": "judge"}], rewards={"judge": None, "likelihood": {}}),
-     "train.grpo_rewards[0].source: judge needs rewards.judge (its template and mode)"),
+    (grpo([{"source": "implicit"}]),
+     "train.grpo_rewards[0].source: implicit needs a reference model, which GRPO's reward functions do not have "
+     "(they score with the live policy)"),
+    (grpo([{"source": "majority", "score": "vote"}]),
+     "train.grpo_rewards[0].score: 'vote' is not allowed; expected one of 'share', 'match'"),
+    (grpo([{"source": "majority", "ngram": 2}]),
+     "train.grpo_rewards[0].ngram: unknown key; majority has the options score"),
+    (grpo([{"source": "json:dumps", "ngram": 2}]),
+     "train.grpo_rewards[0].ngram: options apply to registered rewards only, not to the function 'json:dumps'"),
     (grpo([]), "train.grpo_rewards: GRPO needs at least one reward, e.g. [{source: self_certainty}]"),
     ({"train": {"grpo_rewards": [{"source": "majority"}]}}, "train.grpo_rewards: applies to train.algorithm grpo only"),
     ({"train": {"grpo": {"beta": 0.1}}}, "train.grpo: applies to train.algorithm grpo only"),
@@ -527,7 +542,7 @@ def test_cli_invalid_yaml(tmp_path, capsys):
 @pytest.mark.parametrize("path", sorted(str(p) for p in __import__("pathlib").Path("recipes").rglob("*.yaml")
                                         if "accelerate" not in p.parts))
 def test_shipped_recipes_validate(path):
-    from selfalign.config import load_recipe
+    from selfalign.recipe import load_recipe
 
     recipe = load_recipe(path)
     assert recipe.rounds >= 1

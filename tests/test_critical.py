@@ -15,14 +15,15 @@ import torch
 from conftest import tiny_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import selfalign.engine as engine_module
+import selfalign.model_store as store_module
+from selfalign import pipeline, sandbox
 from selfalign.artifacts import read_json, read_jsonl
-from selfalign.config import CDPOConfig, ContrastAdaptersConfig, LoraOptions, recipe_from_dict
-from selfalign.data import sandbox
-from selfalign.engine import Engine
+from selfalign.config import LoraOptions
 from selfalign.generation import Sample
 from selfalign.generation import generate as real_generate
-from selfalign.rewards import critical
+from selfalign.methods import cdpo as critical
+from selfalign.methods.cdpo import CDPOConfig, ContrastAdaptersConfig
+from selfalign.recipe import recipe_from_dict
 from selfalign.rewards.contrastive import critical_token_scores
 from selfalign.rewards.verifier import extract_answer
 from selfalign.trainers.token_dpo import TokenWeightedDPOTrainer, preference_token_ids
@@ -141,7 +142,8 @@ def spy_trainer(monkeypatch):
     init = TokenWeightedDPOTrainer.__init__
 
     def spying_init(self, *args, **kwargs):
-        seen.append({k: kwargs.get(k) for k in ("reduction", "treg_alpha")} | {"rows": kwargs["train_dataset"]})
+        seen.append({"reduction": kwargs.get("reduction", "sum"), "treg_alpha": kwargs.get("treg_alpha", 0.0),
+                     "rows": kwargs["train_dataset"]})
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(TokenWeightedDPOTrainer, "__init__", spying_init)
@@ -150,13 +152,13 @@ def spy_trainer(monkeypatch):
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_cdpo_round(reduction, tiny_model, tokenizer, tmp_path, monkeypatch, spy_trainer):
-    monkeypatch.setattr(engine_module, "generate", planted_samples)
+    monkeypatch.setattr(store_module, "generate", planted_samples)
     raw = tiny_recipe(tiny_model, **{
         "prompts.train_per_round": 4, "prompts.eval_prompts": 4, "generation.samples_per_prompt": 6,
         "rewards": {"majority": {}}, "train.lora": {"r": 4, "alpha": 8}, "tracking.wandb.enabled": False,
         "cdpo": {"adapters": {"lora": {"r": 4, "alpha": 8}, "learning_rate": 1e-2, "batch_size": 8},
                  "reduction": reduction}})
-    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
     r1 = tmp_path / "round_1"
     for name in ("positive", "negative"):
         assert (r1 / "cdpo" / name / "adapter_model.safetensors").exists()

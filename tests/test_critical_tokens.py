@@ -13,10 +13,10 @@ from transformers import AutoTokenizer
 from selfalign import generation
 from selfalign.artifacts import write_jsonl
 from selfalign.cli import main
-from selfalign.config import dump_recipe, recipe_from_dict
 from selfalign.critical_tokens import critical_token_index, lowest, rollout_critical_index
-from selfalign.data.sandbox import first_error_position, solve
 from selfalign.generation import Sample
+from selfalign.recipe import dump_recipe, recipe_from_dict
+from selfalign.sandbox.task import first_error_position, solve
 
 # (prompt, rejected, index of its first wrong token, number of tokens with the EOS)
 HIT = ("Q:47+38+15|S:", "47+38=86;86+15=101;A:101", 7, 25)  # "47+38=8|6": 85 → 86

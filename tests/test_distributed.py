@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from selfalign import distributed
+from selfalign import distributed, pipeline
 from selfalign.artifacts import read_json, read_jsonl, run_in_chunks, write_jsonl
-from selfalign.config import load_recipe
-from selfalign.engine import Engine
+from selfalign.recipe import load_recipe
 
 # A quickstart round on the sandbox model, small enough for CI: 4 generation chunks and 4 eval chunks, so each of
 # two processes computes two of each.
@@ -69,7 +68,7 @@ def launch(config: str, output_dir: Path, *overrides: str, precision: str = "no"
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("one_process")
-    Engine(load_recipe("recipes/quickstart.yaml", SMALL), out).run_all()
+    pipeline.run(load_recipe("recipes/quickstart.yaml", SMALL), out)
     return out
 
 
@@ -149,14 +148,15 @@ def test_deepspeed_zero3_two_processes_saves_whole_weights(one_process, tmp_path
 def test_cdpo_under_zero3_is_refused_before_any_stage(tiny_model, tmp_path, monkeypatch):
     from conftest import tiny_recipe
 
-    from selfalign.config import ConfigError, recipe_from_dict
+    from selfalign.config import ConfigError
+    from selfalign.recipe import recipe_from_dict
 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     raw = tiny_recipe(tiny_model, **{"cdpo": {}, "rewards": {}, "pairs.reward": "verifier",
                                      "tracking.wandb.enabled": False})
     with pytest.raises(ConfigError, match="^cdpo: its contrast adapters .* launch with deepspeed_zero2.yaml"):
-        Engine(recipe_from_dict(raw), tmp_path).run_all()
+        pipeline.run(recipe_from_dict(raw), tmp_path)
     assert not (tmp_path / "manifest.json").exists()
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     assert distributed.zero_stage() == 2
@@ -195,7 +195,7 @@ def test_cdpo_round_two_processes(tmp_path):
     share of the pairs, and the pairs equal a 1-process run's (they depend on the answers, not the adapters)."""
     overrides = ["prompts.train_per_round=32", "cdpo.batch_size=16", "cdpo.adapters.batch_size=8"]
     launch("cpu_ddp.yaml", tmp_path / "two", *overrides, recipe="recipes/sandbox/cdpo.yaml")
-    Engine(load_recipe("recipes/sandbox/cdpo.yaml", SMALL + overrides), tmp_path / "one").run_all()
+    pipeline.run(load_recipe("recipes/sandbox/cdpo.yaml", SMALL + overrides), tmp_path / "one")
     two, one = (read_jsonl(tmp_path / r / "round_1/pairs.jsonl") for r in ("two", "one"))
     assert two and [(p["chosen"], p["rejected"]) for p in two] == [(p["chosen"], p["rejected"]) for p in one]
     assert all(len(p["rejected_weights"]) == len(p["rejected_token_scores"]) for p in two)

@@ -12,9 +12,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from selfalign.config import ConfigError, recipe_from_dict
-from selfalign.data.sandbox_model import build_char_tokenizer
+from selfalign.config import ConfigError
 from selfalign.generation_vllm import check_available, to_sample
+from selfalign.recipe import recipe_from_dict
+from selfalign.sandbox.tokenizer import build_char_tokenizer
 
 VLLM = {"generation": {"backend": "vllm"}}
 
@@ -22,27 +23,27 @@ VLLM = {"generation": {"backend": "vllm"}}
 def test_error_when_vllm_is_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
     with pytest.raises(ConfigError, match=r"^generation.backend: vllm is not installed; pip install -e '.\[vllm\]'"):
-        check_available(recipe_from_dict(VLLM), 1)
+        check_available(recipe_from_dict(VLLM).generation, 1)
 
 
 def test_error_without_a_gpu(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(ConfigError, match="^generation.backend: vllm needs a CUDA GPU and none is visible"):
-        check_available(recipe_from_dict(VLLM), 1)
+        check_available(recipe_from_dict(VLLM).generation, 1)
 
 
 def test_tensor_parallel_needs_a_single_process(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     recipe = recipe_from_dict({"generation": {"backend": "vllm", "tensor_parallel_size": 2}})
-    check_available(recipe, 1)
+    check_available(recipe.generation, 1)
     with pytest.raises(ConfigError, match="^generation.tensor_parallel_size: 2 GPUs per vLLM engine needs a single"):
-        check_available(recipe, 4)
+        check_available(recipe.generation, 4)
 
 
 def test_transformers_backend_needs_nothing():
-    check_available(recipe_from_dict({}), 8)
+    check_available(recipe_from_dict({}).generation, 8)
 
 
 def test_cli_stops_before_any_stage(tiny_model, tmp_path, monkeypatch, capsys):

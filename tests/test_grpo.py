@@ -1,6 +1,6 @@
-"""GRPO with internal rewards (trainers/grpo.py, rewards/functions.py, rewards/repetition.py): the pure measures,
-one TRL GRPO step on the tiny random model per reward source, the live policy behind self-certainty, a reward
-given by import path, the penalties, and GRPO rounds of the engine with their resume."""
+"""GRPO with internal rewards (methods/grpo.py, trainers/grpo.py, trainers/reward_functions.py,
+rewards/repetition.py): the pure measures, one TRL GRPO step on the tiny random model per registered reward, the live
+policy behind self-certainty, a reward given by import path, the penalties, and GRPO rounds with their resume."""
 
 from __future__ import annotations
 
@@ -12,15 +12,26 @@ import pytest
 import yaml
 from conftest import tiny_recipe
 
-from selfalign import models
+from selfalign import models, pipeline
 from selfalign.artifacts import read_json, read_jsonl
-from selfalign.config import recipe_from_dict
 from selfalign.data.prompts import load_prompts
-from selfalign.engine import Engine
-from selfalign.rewards.functions import SOURCES, LengthPenalty, RepetitionPenalty, majority
-from selfalign.rewards.majority import majority_match
-from selfalign.rewards.repetition import completion_stats, distinct_n, repeated_ngram_fraction, unique_share
+from selfalign.recipe import recipe_from_dict
+from selfalign.rewards import REWARDS
+from selfalign.rewards.majority import MajorityConfig, majority_match
+from selfalign.rewards.repetition import (
+    LengthPenalty,
+    RepetitionPenalty,
+    completion_stats,
+    distinct_n,
+    repeated_ngram_fraction,
+    unique_share,
+)
 from selfalign.rewards.self_certainty import response_certainty
+from selfalign.sandbox.tokenizer import build_char_tokenizer
+from selfalign.trainers.reward_functions import RegistryRewardFunction
+
+#: every registered reward GRPO can use (the others need a second model)
+SOURCES = [name for name, spec in REWARDS.items() if "reference" not in spec.needs]
 
 # ---------------------------------------------------------------------------------------------
 # pure measures
@@ -56,13 +67,27 @@ def test_majority_match_and_the_grouped_reward():
     assert majority_match([None, None]) == [0.0, 0.0]
     completions = ["1+2=3;A:3", "A:3", "A:4", "no answer", "A:9", "A:9"]
     ids = ["a", "a", "a", "b", "b", "b"]
-    assert majority(["p"] * 6, completions, prompt_id=ids) == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    tokenizer = build_char_tokenizer()
+    match = RegistryRewardFunction(REWARDS["majority"], MajorityConfig(score="match"), tokenizer)
+    completion_ids = [tokenizer(c)["input_ids"] for c in completions]
+    assert match(["p"] * 6, completions, completion_ids, prompt_id=ids) == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    share = RegistryRewardFunction(REWARDS["majority"], MajorityConfig(), tokenizer)
+    assert share(["p"] * 6, completions, completion_ids, prompt_id=ids) == pytest.approx(
+        [2 / 3, 2 / 3, 1 / 3, 0.0, 2 / 3, 2 / 3])
 
 
 def test_penalties_by_hand():
-    assert RepetitionPenalty(2)(["p"], ["c"], [[1, 2, 1, 2, 1, 2]]) == [pytest.approx(-0.6)]
-    assert RepetitionPenalty(4)(["p"], ["c"], [[1, 2, 3]]) == [0.0]
-    assert LengthPenalty(10)(["p", "p"], ["c", "c"], [[1, 2, 3], list(range(10))]) == [-0.3, -1.0]
+    tok = build_char_tokenizer()
+    rows = [{"prompt": "p", "prompt_text": "p"}] * 2
+
+    def scores(reward, token_ids):
+        return reward.score(rows[: len(token_ids)], ["c"] * len(token_ids), [([], y) for y in token_ids]).scores
+
+    assert scores(RepetitionPenalty(tok, 2), [[1, 2, 1, 2, 1, 2]]) == [pytest.approx(-0.6)]
+    assert scores(RepetitionPenalty(tok, 4), [[1, 2, 3]]) == [0.0]
+    assert scores(LengthPenalty(tok, 10), [[1, 2, 3], list(range(10))]) == [-0.3, -1.0]
+    # without sampled tokens, the response text's tokens (6 characters)
+    assert LengthPenalty(tok, 10).score(rows[:1], ["abcabc"]).scores == [pytest.approx(-0.6)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +195,7 @@ def grpo_round(tiny_model, tmp_path_factory):
                                    {"source": "repetition", "weight": 0.1}],
                   "grpo": {"gradient_checkpointing": False}},
         "generation.max_new_tokens": 16, "tracking.wandb.enabled": False})
-    summary = Engine(recipe_from_dict(raw), out).run_all()
+    summary = pipeline.run(recipe_from_dict(raw), out)
     return out, summary
 
 
@@ -215,7 +240,7 @@ def test_grpo_rerun_recomputes_nothing(grpo_round):
     files = [*out.glob("round_*/*.jsonl"), *out.glob("round_*/model/*")]
     mtimes = {p: p.stat().st_mtime_ns for p in files}
     raw = yaml.safe_load((out / "recipe.yaml").read_text())
-    Engine(recipe_from_dict(raw), out).run_all()
+    pipeline.run(recipe_from_dict(raw), out)
     assert {p: p.stat().st_mtime_ns for p in files} == mtimes
 
 
@@ -229,7 +254,7 @@ def test_grpo_lora_rounds_chain_and_start_from_the_previous_model(tiny_model, tm
                   "grpo_rewards": [{"source": "self_certainty"}], "grpo": {"gradient_checkpointing": False}},
         "tracking.wandb.enabled": False})
     recipe = recipe_from_dict(raw)
-    Engine(recipe, tmp_path).run_all()
+    pipeline.run(recipe, tmp_path)
     for t in (1, 2):
         assert (tmp_path / f"round_{t}/adapter/adapter_config.json").exists()
         assert not (tmp_path / f"round_{t}/model").exists()
@@ -252,7 +277,7 @@ def test_grpo_kl_reference_is_the_previous_model(tiny_model, tmp_path):
                   "grpo_rewards": [{"source": "self_certainty"}],
                   "grpo": {"beta": 0.1, "gradient_checkpointing": False}},
         "tracking.wandb.enabled": False})
-    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
     for t in (1, 2):
         train = summary["rounds"][t]["train"]
         assert train["kl_first"] == pytest.approx(0.0, abs=1e-6)

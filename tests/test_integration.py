@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from selfalign import pipeline
 from selfalign.artifacts import read_jsonl
-from selfalign.config import load_recipe
-from selfalign.engine import Engine
+from selfalign.recipe import load_recipe
 
 SMALL = ["rounds=1", "prompts.train_per_round=128", "prompts.eval_prompts=128", "tracking.wandb.enabled=false",
          "tracking.console=false"]
@@ -18,7 +18,7 @@ SMALL = ["rounds=1", "prompts.train_per_round=128", "prompts.eval_prompts=128", 
 
 @pytest.mark.slow
 def test_quickstart_round_on_the_sandbox_model(tmp_path):
-    summary = Engine(load_recipe("recipes/quickstart.yaml", SMALL), tmp_path).run_all()
+    summary = pipeline.run(load_recipe("recipes/quickstart.yaml", SMALL), tmp_path)
     r0, r1 = summary["rounds"]
     # The base model has room to improve, and is far from random.
     assert 0.2 <= r0["eval"]["accuracy_sampled"] <= 0.95
@@ -34,7 +34,7 @@ def test_quickstart_round_on_the_sandbox_model(tmp_path):
 @pytest.mark.slow
 def test_srlm_round_on_the_sandbox_model(tmp_path):
     """SRLM's written judgments, sampled 3 times per response, parse and are averaged."""
-    summary = Engine(load_recipe("recipes/sandbox/srlm.yaml", SMALL), tmp_path).run_all()
+    summary = pipeline.run(load_recipe("recipes/sandbox/srlm.yaml", SMALL), tmp_path)
     rewards = summary["rounds"][1]["rewards"]
     assert rewards["judge_parse_failures"] <= 0.05 * 128 * 4 * 3
     rows = read_jsonl(tmp_path / "round_1/rewards.jsonl")

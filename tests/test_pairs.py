@@ -1,10 +1,16 @@
-"""Tests of the best-vs-worst pair builder."""
+"""Tests of DPO's pair rules (best vs worst, all pairs), Meta-Rewarding's length control and the pair builder."""
 
 from __future__ import annotations
 
 import pytest
 
-from selfalign.data.pairs import best_vs_worst, build_pairs
+from selfalign.methods.dpo import all_pairs, best_vs_worst, build_pairs
+from selfalign.methods.meta_rewarding import length_controlled
+
+
+def bvw(min_margin: float = 0.0):
+    """The best-vs-worst chooser of one group, as DPO's `choose` applies it."""
+    return lambda scores, samples: [p for p in [best_vs_worst(scores, min_margin)] if p]
 
 
 @pytest.mark.parametrize(("scores", "expected"), [
@@ -55,7 +61,7 @@ def test_build_pairs_picks_best_and_worst_and_counts_drops():
         group("c", [None, 4.0]),  # one scored: dropped
         group("d", [..., 1.0, 2.0]),  # sample 0 has no score for this reward: ignored
     ]
-    pairs, dropped = build_pairs(groups, "judge")
+    pairs, dropped = build_pairs(groups, "judge", bvw())
     assert dropped == 2
     assert pairs == [
         {"prompt_id": "a", "prompt": "rendered a", "chosen": "a-r1", "rejected": "a-r2",
@@ -67,7 +73,7 @@ def test_build_pairs_picks_best_and_worst_and_counts_drops():
 
 def test_build_pairs_uses_the_named_reward():
     # "other" is −k for sample k, so by "other" the first sample is best and the last is worst.
-    pairs, dropped = build_pairs([group("a", [1.0, 2.0, 3.0])], "other")
+    pairs, dropped = build_pairs([group("a", [1.0, 2.0, 3.0])], "other", bvw())
     assert dropped == 0
     assert (pairs[0]["chosen_sample"], pairs[0]["rejected_sample"]) == (0, 2)
     assert (pairs[0]["chosen_score"], pairs[0]["rejected_score"]) == (0, -2)
@@ -76,19 +82,17 @@ def test_build_pairs_uses_the_named_reward():
 def test_build_pairs_with_min_margin_and_unknown_reward():
     groups = [group("a", [1.0, 1.3]), group("b", [1.0, 2.0])]
     # margins: a: 0.3, b: 1.0; with min_margin 0.5 only b survives
-    pairs, dropped = build_pairs(groups, "judge", min_margin=0.5)
+    pairs, dropped = build_pairs(groups, "judge", bvw(0.5))
     assert [p["prompt_id"] for p in pairs] == ["b"] and dropped == 1
-    pairs, dropped = build_pairs(groups, "missing")
+    pairs, dropped = build_pairs(groups, "missing", bvw())
     assert pairs == [] and dropped == 2
 
 
 def test_build_pairs_empty():
-    assert build_pairs([], "judge") == ([], 0)
+    assert build_pairs([], "judge", bvw()) == ([], 0)
 
 
 def test_length_control_by_hand():
-    from selfalign.data.pairs import length_controlled
-
     scores = [5.0, 4.8, 4.0, 1.0, 1.4]
     lengths = [100, 40, 10, 30, 80]
     # ρ = 0: the shortest top-scored sample vs the longest bottom-scored one
@@ -102,16 +106,15 @@ def test_length_control_by_hand():
 
 
 def test_all_pairs_and_build_pairs_rules():
-    from selfalign.data.pairs import all_pairs, build_pairs
-
     assert all_pairs([1.0, 3.0, 2.0]) == [(1, 0), (1, 2), (2, 0)]
     assert all_pairs([1.0, 3.0, 2.0], min_margin=1.5) == [(1, 0)]
     assert all_pairs([1.0, 3.0, 2.0], max_pairs=2) == [(1, 0), (1, 2)]
     group = {"row": {"id": "p", "prompt_text": "Q"},
              "samples": [{"response": r, "scores": {"s": s}} for r, s in (("aaaa", 3.0), ("b", 2.9), ("cc", 0.0))]}
-    pairs, dropped = build_pairs([group], "s", rule="all_pairs")
+    pairs, dropped = build_pairs([group], "s", lambda scores, _: all_pairs(scores))
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("aaaa", "cc"), ("b", "cc"), ("aaaa", "b")]
-    pairs, _ = build_pairs([group], "s", length_control=0.1)
+    lengths = [len(x["response"]) for x in group["samples"]]
+    pairs, _ = build_pairs([group], "s", lambda scores, _: [length_controlled(scores, lengths, 0.1)])
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("b", "cc")]
-    pairs, _ = build_pairs([group], "s")
+    pairs, _ = build_pairs([group], "s", bvw())
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("aaaa", "cc")]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from selfalign.data.scir_pairs import agreement, candidate_pairs, implicit_preference
+from selfalign.methods.scir import agreement, candidate_pairs, implicit_preference
 from selfalign.rewards.preference import (
     empirical_distribution,
     judge_probability,

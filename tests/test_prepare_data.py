@@ -202,9 +202,9 @@ def test_main_only_cream_needs_path(pd, capsys):
 def test_real_scale_recipes_read_the_files_the_script_writes(pd, tmp_path, fake_datasets, recipe):
     """Every data/ file a real-scale recipe names is one prepare_data.py writes, and it loads with the recipe's
     prompt settings (eval rows carry answers for the verifier)."""
-    from selfalign.config import load_recipe
     from selfalign.data.prompts import load_prompts
     from selfalign.data.seed import load_seed_examples
+    from selfalign.recipe import load_recipe
 
     cream = tmp_path / "prompt.json"
     cream.write_text(json.dumps({"q1": [{"role": "user", "content": "Hi"}]}), encoding="utf-8")

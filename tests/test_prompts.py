@@ -9,7 +9,7 @@ import pytest
 
 from selfalign.config import ConfigError
 from selfalign.data.prompts import load_prompts, parse_sandbox_uri, render_prompt
-from selfalign.data.sandbox import ArithTask
+from selfalign.sandbox.task import ArithTask
 
 
 def write_jsonl(path, lines):

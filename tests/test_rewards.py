@@ -8,13 +8,12 @@ import math
 import pytest
 import torch
 
-from selfalign.config import JudgeConfig
-from selfalign.engine import judge_pairwise_accuracy
 from selfalign.rewards.implicit import implicit_reward
-from selfalign.rewards.judge import JudgeReward, expected_score, mean_score, parse_score
+from selfalign.rewards.judge import JudgeConfig, JudgeReward, expected_score, mean_score, parse_score
 from selfalign.rewards.likelihood import sequence_score
 from selfalign.rewards.verifier import VerifierReward, extract_answer, is_correct
 from selfalign.scoring import token_logprobs
+from selfalign.stages.reward import pairwise_accuracy as judge_pairwise_accuracy
 
 # ---------------------------------------------------------------------------------------------
 # judge: parsing and averaging

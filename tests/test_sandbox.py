@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from selfalign.data import sandbox
-from selfalign.data.sandbox import (
+from selfalign import sandbox
+from selfalign.sandbox.corpus import corpus
+from selfalign.sandbox.task import (
     JUDGE_EXPECTED_TEMPLATE,
     JUDGE_TEMPLATE,
     SCORE_RE,
@@ -177,14 +178,14 @@ def test_train_eval_disjoint():
     tr = {r["prompt"] for r in t.problems(20000, "train")}
     assert not ev & tr
     # the corpus stream is disjoint from eval as well
-    rows = sandbox.corpus(5000, seed=0, task=t)
+    rows = corpus(5000, seed=0, task=t)
     assert not ev & {r["prompt"] for r in rows if r["kind"] in ("solution", "planted")}
 
 
 def test_corpus():
-    rows = sandbox.corpus(4000, seed=3, error_rate=0.25, judge_fraction=0.4, judge_noise=0.0)
-    assert rows == sandbox.corpus(4000, seed=3, error_rate=0.25, judge_fraction=0.4, judge_noise=0.0)
-    assert rows[100:] == sandbox.corpus(3900, seed=3, error_rate=0.25, judge_fraction=0.4, judge_noise=0.0, start=100)
+    rows = corpus(4000, seed=3, error_rate=0.25, judge_fraction=0.4, judge_noise=0.0)
+    assert rows == corpus(4000, seed=3, error_rate=0.25, judge_fraction=0.4, judge_noise=0.0)
+    assert rows[100:] == corpus(3900, seed=3, error_rate=0.25, judge_fraction=0.4, judge_noise=0.0, start=100)
     kinds = Counter(r["kind"] for r in rows)
     n_judge = kinds["judge_written"] + kinds["judge_expected"]
     assert 0.35 < n_judge / 4000 < 0.45
@@ -205,8 +206,8 @@ def test_corpus():
             else:
                 response = rest[: -len("|Score:")]
                 assert body == str(score(prompt, response))
-    noisy = sandbox.corpus(4000, seed=3, judge_fraction=1.0, judge_noise=0.2)
-    clean = sandbox.corpus(4000, seed=3, judge_fraction=1.0, judge_noise=0.0)
+    noisy = corpus(4000, seed=3, judge_fraction=1.0, judge_noise=0.2)
+    clean = corpus(4000, seed=3, judge_fraction=1.0, judge_noise=0.0)
     diff = sum(a != b for a, b in zip(noisy, clean, strict=True))
     assert 0.12 < diff / 4000 < 0.28
     for r in noisy:
@@ -218,13 +219,11 @@ def test_corpus():
 
 torch = pytest.importorskip("torch")
 
-from selfalign.data import sandbox_model  # noqa: E402
-from selfalign.data.sandbox_model import (  # noqa: E402
-    SandboxModelConfig,
-    build_char_tokenizer,
-    build_sandbox_model,
-    sandbox_model_path,
-)
+from selfalign.sandbox import cache as sandbox_cache  # noqa: E402
+from selfalign.sandbox.cache import sandbox_model_path  # noqa: E402
+from selfalign.sandbox.config import SandboxModelConfig, config_hash  # noqa: E402
+from selfalign.sandbox.model import build_sandbox_model  # noqa: E402
+from selfalign.sandbox.tokenizer import build_char_tokenizer  # noqa: E402
 
 TINY = dict(
     steps=10,
@@ -289,8 +288,8 @@ def test_tiny_build_loads_and_generates(tmp_path):
 
 def test_config_hash():
     a = SandboxModelConfig()
-    assert sandbox_model.config_hash(a) == sandbox_model.config_hash(SandboxModelConfig())
-    assert sandbox_model.config_hash(a) != sandbox_model.config_hash(SandboxModelConfig(seed=1))
+    assert config_hash(a) == config_hash(SandboxModelConfig())
+    assert config_hash(a) != config_hash(SandboxModelConfig(seed=1))
     assert SandboxModelConfig.from_dict(a.to_dict()) == a
     with pytest.raises(ValueError, match="unknown"):
         SandboxModelConfig.from_dict({"nope": 1})
@@ -300,14 +299,14 @@ def test_cache_builds_once_and_atomically(tmp_path, monkeypatch):
     monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path / "cache"))
     cfg = SandboxModelConfig(**TINY)
     root = tmp_path / "cache" / "sandbox"
-    h = sandbox_model.config_hash(cfg)
+    h = config_hash(cfg)
 
     # a build killed half-way leaves nothing that looks like a model
     def dying_build(cfg, out_dir, num_threads=None):
         (out_dir / "model.safetensors").write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sandbox_model, "build_sandbox_model", dying_build)
+    monkeypatch.setattr(sandbox_cache, "build_sandbox_model", dying_build)
     with pytest.raises(KeyboardInterrupt):
         sandbox_model_path(cfg)
     assert not (root / h).exists()
@@ -324,7 +323,7 @@ def test_cache_builds_once_and_atomically(tmp_path, monkeypatch):
         (out_dir / "sandbox.json").write_text("{}")
         return out_dir
 
-    monkeypatch.setattr(sandbox_model, "build_sandbox_model", fake_build)
+    monkeypatch.setattr(sandbox_cache, "build_sandbox_model", fake_build)
     p = sandbox_model_path(cfg)
     assert p == root / h and (p / "sandbox.json").is_file()
     assert not list(root.glob(f".{h}.tmp-*"))
@@ -343,7 +342,7 @@ def test_cache_real_build(tmp_path, monkeypatch):
 
 def test_corpus_with_own_samples():
     own = [("Q:47+38+15|S:", "47+38=86;86+15=101;A:101"), ("Q:16+44+21|S:", "16+44=60;60+21=81;A:81")]
-    rows = sandbox.corpus(300, seed=1, judge_fraction=0.5, samples=own, sample_fraction=1.0, judge_noise=0.0)
+    rows = corpus(300, seed=1, judge_fraction=0.5, samples=own, sample_fraction=1.0, judge_noise=0.0)
     for r in rows:
         if r["kind"] == "sample":
             assert (r["prompt"], r["completion"][: -len("</s>")]) in own
@@ -352,4 +351,4 @@ def test_corpus_with_own_samples():
             assert (p + "|S:", resp[: -len("|J:")]) in own
     assert {r["kind"] for r in rows} <= {"sample", "judge_written", "judge_expected"}
     with pytest.raises(ValueError):
-        sandbox.corpus(3, samples=None, sample_fraction=0.5)
+        corpus(3, samples=None, sample_fraction=0.5)

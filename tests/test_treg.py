@@ -10,10 +10,12 @@ import torch
 from conftest import tiny_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from selfalign import pipeline
 from selfalign.artifacts import read_json, read_jsonl
-from selfalign.config import ConfigError, TREGConfig, recipe_from_dict
-from selfalign.engine import Engine
-from selfalign.rewards import treg
+from selfalign.config import ConfigError
+from selfalign.methods import treg
+from selfalign.methods.treg import TREGConfig
+from selfalign.recipe import recipe_from_dict
 from selfalign.scoring import token_logprobs
 from selfalign.trainers.token_dpo import TokenAlignmentError, check_token_columns, preference_token_ids
 
@@ -64,7 +66,7 @@ def test_treg_round(tiny_model, tokenizer, tmp_path, monkeypatch):
                         lambda self, *a, **k: seen.append(k["treg_alpha"]) or init(self, *a, **k))
     raw = tiny_recipe(tiny_model, **{"prompts.train_per_round": 4, "prompts.eval_prompts": 4, "treg": TREG,
                                      "tracking.wandb.enabled": False})
-    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
     pairs = read_jsonl(tmp_path / "round_1/pairs.jsonl")
     assert len(pairs) == 4 and seen == [0.5]
     base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()  # M_0, the frozen reference of round 1
@@ -93,7 +95,7 @@ def test_a_misaligned_reward_vector_stops_the_pairs_stage(tiny_model, tmp_path, 
     raw = tiny_recipe(tiny_model, **{"prompts.train_per_round": 4, "prompts.eval_prompts": 4, "treg": TREG,
                                      "tracking.wandb.enabled": False})
     with pytest.raises(TokenAlignmentError, match="round 1 pairs: pair 1 .*`rejected_token_rewards` has"):
-        Engine(recipe_from_dict(raw), tmp_path).run_all()
+        pipeline.run(recipe_from_dict(raw), tmp_path)
     assert not (tmp_path / "round_1/pairs.jsonl").exists()
     assert "round_1/pairs" not in read_json(tmp_path / "manifest.json")["stages"]
 
@@ -105,11 +107,12 @@ def test_a_misaligned_reward_vector_stops_the_pairs_stage(tiny_model, tmp_path, 
     ({"treg": {"better_template": "{prompt}", "worse_template": "{prompt}"}},
      "treg.worse_template: equal to treg.better_template"),
     ({"treg": {}, "scir": {}, "rewards": {"judge": {"mode": "expected"}, "implicit": {}}, "pairs.reward": "judge"},
-     "treg: cannot be combined with scir"),
+     r"treg: T-REG's DPO loss \(TokenWeightedDPOTrainer\) cannot be combined with SCIR's \(SCIRTrainer, scir\)"),
     ({"cdpo": {}, "consistency": {}, "rewards": {"implicit": {}}},
-     "cdpo: token-level DPO has no soft labels; set consistency.label: false"),
+     r"cdpo: cDPO's DPO loss \(TokenWeightedDPOTrainer\) cannot be combined with CREAM's \(SoftLabelDPOTrainer, "
+     r"consistency\); choose one"),
     ({"treg": {}, "pairs.label": "judge_strength", "rewards": {"judge": {"mode": "expected"}},
-      "pairs.reward": "judge"}, "treg: token-level DPO has no soft labels; leave pairs.label: hard"),
+      "pairs.reward": "judge"}, r"treg: T-REG's DPO loss \(TokenWeightedDPOTrainer\) cannot be combined with OSP's"),
     ({"cdpo": {}, "train.dpo": {"loss_type": ["ipo"]}}, "train.dpo.loss_type: not supported with cdpo"),
     ({"cdpo": {}, "pairs.rule": "all_pairs"}, "cdpo: builds its own pairs"),
     ({"cdpo": {"reduction": "max"}}, "cdpo.reduction: 'max' is not allowed; expected one of 'sum', 'mean'"),

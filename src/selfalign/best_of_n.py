@@ -6,11 +6,11 @@
 Each prompt is sampled max(N) times, once; every needed reward scores every sample once; then for
 each N the first N samples are given to each selection rule, so the N-sample sets are nested:
 
-- `self_certainty`: argmax self-certainty (rewards/self_certainty.py);
-- `borda`: Borda vote over the final answers, ranks by self-certainty (rewards/voting.py);
-- `majority`: the most frequent final answer (self-consistency);
-- `likelihood`: argmax length-normalised log-likelihood;
-- `judge`: argmax of the judge's expected score (expected mode); `ptrue`: argmax P(True).
+- any registered reward (`selfalign.rewards.REWARDS`) that needs no other model: the argmax of its score, e.g.
+  `self_certainty` (rewards/self_certainty.py), `likelihood` (length-normalised), `judge` (its expected score,
+  expected mode, the sandbox template on sandbox prompts), `ptrue` (P(True)), `verifier` (an oracle);
+- `majority`: the most frequent final answer (self-consistency; the argmax of the `majority` reward);
+- `borda`: Borda vote over the final answers, ranks by self-certainty (rewards/voting.py).
 
 A vote picks an answer; the sample that stands for it is its best-ranked one (majority: its first).
 With a verifier the report gives accuracy per (rule, N) and two references: mean@N, the expected
@@ -29,15 +29,18 @@ from pathlib import Path
 import torch
 
 from selfalign.artifacts import atomic_write_text, write_json, write_jsonl
-from selfalign.config import ConfigError, JudgeConfig
+from selfalign.config import ConfigError, build, did_you_mean
 from selfalign.data.prompts import render_prompt
 from selfalign.generation import generate
+from selfalign.rewards import REWARDS, RewardContext, build_reward
 from selfalign.rewards.verifier import extract_answer, is_correct
 from selfalign.rewards.voting import borda_vote, majority_vote, rank_order
 
-#: rule → the reward whose scores it uses (None: answers only)
-RULE_REWARD = {"self_certainty": "self_certainty", "borda": "self_certainty", "majority": None,
-               "likelihood": "likelihood", "judge": "judge", "ptrue": "ptrue"}
+#: rule → the reward whose scores it uses (None: answers only): the votes, then every registered reward that needs
+#: no model but the evaluated one
+RULE_REWARD: dict[str, str | None] = {
+    "borda": "self_certainty", "majority": None,
+    **{name: name for name, spec in REWARDS.items() if "reference" not in spec.needs and not spec.grouped}}
 RULES = tuple(RULE_REWARD)
 REFERENCES = ("mean@N", "pass@N")
 
@@ -70,7 +73,8 @@ def parse_rules(text: str) -> list[str]:
     rules = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     unknown = [r for r in rules if r not in RULE_REWARD]
     if unknown or not rules:
-        raise ConfigError(f"--select: unknown rule {unknown[0] if unknown else text!r}; available: {', '.join(RULES)}")
+        bad = unknown[0] if unknown else text
+        raise ConfigError(f"--select: unknown rule {bad!r}; available: {', '.join(RULES)}{did_you_mean(bad, RULES)}")
     return rules
 
 
@@ -113,20 +117,19 @@ def accuracy_table(chosen: dict[str, dict[int, list[int]]], correct: list[list[b
     return table
 
 
-def build_rewards(names: set[str], model, tokenizer, batch_size: int, judge_template: str) -> dict:
-    from selfalign.rewards.judge import JudgeReward
-    from selfalign.rewards.likelihood import LikelihoodReward
-    from selfalign.rewards.ptrue import PTrueConfig, PTrueReward
-    from selfalign.rewards.self_certainty import SelfCertaintyReward
-
-    makers = {
-        "self_certainty": lambda: SelfCertaintyReward(model, tokenizer, batch_size),
-        "likelihood": lambda: LikelihoodReward(model, tokenizer, normalize=True, batch_size=batch_size),
-        "judge": lambda: JudgeReward(model, tokenizer, JudgeConfig(mode="expected", template=judge_template,
-                                                                   batch_size=batch_size)),
-        "ptrue": lambda: PTrueReward(model, tokenizer, PTrueConfig(batch_size=batch_size)),
-    }
-    return {name: makers[name]() for name in sorted(names)}
+def build_rewards(names: set[str], model, tokenizer, batch_size: int, judge_template: str,
+                  max_new_tokens: int | None = None) -> dict:
+    """The reward models of `names` on `model`, through the registry, with `batch_size` for those that batch and the
+    judge in expected mode with `judge_template`."""
+    ctx = RewardContext(tokenizer, policy=model, max_new_tokens=max_new_tokens, where="--select")
+    out = {}
+    for name in sorted(names):
+        spec = REWARDS[name]
+        values: dict = {"batch_size": batch_size} if "batch_size" in spec.config.__dataclass_fields__ else {}
+        if name == "judge":
+            values.update(mode="expected", template=judge_template)
+        out[name] = build_reward(name, build(spec.config, values, f"--select {name}"), ctx)
+    return out
 
 
 def run_best_of_n(model, tokenizer, rows: list[dict], settings: BestOfNSettings,
@@ -150,7 +153,8 @@ def run_best_of_n(model, tokenizer, rows: list[dict], settings: BestOfNSettings,
 
     needed = {RULE_REWARD[rule] for rule in settings.rules} - {None}
     scores: dict[str, list[list[float | None]]] = {}
-    for name, reward in build_rewards(needed, model, tokenizer, settings.batch_size, judge_template).items():
+    for name, reward in build_rewards(needed, model, tokenizer, settings.batch_size, judge_template,
+                                      settings.max_new_tokens).items():
         t0 = time.perf_counter()
         flat = reward.score(flat_rows, flat_texts).scores
         scores[name] = [flat[k * n_max : (k + 1) * n_max] for k in range(len(rows))]

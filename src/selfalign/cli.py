@@ -33,15 +33,14 @@ def _quiet_libraries() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from selfalign.config import load_recipe
-    from selfalign.engine import Engine
+    from selfalign import distributed, pipeline
+    from selfalign.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set or [])
     output_dir = Path(args.output_dir or Path("runs") / Path(args.recipe).stem)
-    engine = Engine(recipe, output_dir)
-    summary = engine.run_all()
+    summary = pipeline.run(recipe, output_dir)
     last = summary["rounds"][-1]["eval"]
-    if engine.main:
+    if distributed.is_main():
         print(f"run finished: {output_dir} (last round: "
               + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)) + ")")
     return 0
@@ -51,7 +50,8 @@ def cmd_sandbox_build(args: argparse.Namespace) -> int:
     import yaml
 
     from selfalign.config import build
-    from selfalign.data.sandbox_model import SandboxModelConfig, sandbox_model_path
+    from selfalign.sandbox.cache import sandbox_model_path
+    from selfalign.sandbox.config import SandboxModelConfig
 
     overrides = {}
     for assignment in args.set or []:
@@ -148,7 +148,8 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-prompts", type=int, help="evaluate the first K rows (default all; needed for sandbox)")
     ev.add_argument("--best-of", default="1,2,4,8", metavar="N,N,...", help="sample counts (default 1,2,4,8)")
     ev.add_argument("--select", default="self_certainty,borda,majority,likelihood", metavar="RULE,...",
-                    help="selection rules: self_certainty, borda, majority, likelihood, judge, ptrue")
+                    help="selection rules: majority, borda, or any registered reward that needs no other model "
+                    "(self_certainty, likelihood, judge, ptrue, verifier, ...)")
     ev.add_argument("--temperature", type=float, default=1.0)
     ev.add_argument("--top-p", type=float, default=1.0)
     ev.add_argument("--max-new-tokens", type=int, default=256)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from selfalign.artifacts import atomic_write_text, read_jsonl, write_json, write_jsonl
+from selfalign import sandbox
+from selfalign.artifacts import RunDir, atomic_write_text, read_jsonl, write_json, write_jsonl
 from selfalign.config import ConfigError
-from selfalign.data import sandbox
+from selfalign.model_store import ModelStore
 
 RANKED_COLUMNS = {"cdpo": "rejected_token_scores", "treg": "rejected_token_rewards"}  # lowest = most critical
 TOP_K = (1, 3)
@@ -55,7 +56,7 @@ def precision(hits: Sequence[bool]) -> float | None:
 def wrong_solutions(pairs: Sequence[dict], questions: dict[str, str], tokenizer) -> tuple[list[dict], dict]:
     """The pairs whose rejected response is a wrong sandbox solution, with its completion tokens and the index of
     its true critical token; and the counts of the pairs left out."""
-    from selfalign.trainers.token_dpo import preference_token_ids
+    from selfalign.scoring import preference_token_ids
 
     out, skipped = [], {"not_sandbox": 0, "correct": 0}
     for p in pairs:
@@ -94,17 +95,18 @@ def rollout_critical_index(model, tokenizer, solution: dict, k: int, temperature
     return next((j - 1 for j in range(1, len(prefixes)) if not solvable[j]), len(ids) - 1)
 
 
-def analyze_round(engine, t: int, rollout_solutions: int, rollouts: int, seed: int) -> tuple[dict, list[dict]]:
-    """The report entry and the per-solution records of round t of the run `engine` manages."""
+def analyze_round(store: ModelStore, t: int, rollout_solutions: int, rollouts: int,
+                  seed: int) -> tuple[dict, list[dict]]:
+    """The report entry and the per-solution records of round t of the run whose models `store` holds."""
     from selfalign.scoring import token_logprobs
 
-    pairs = read_jsonl(engine.run.round_dir(t) / "pairs.jsonl")
-    gens_path = engine.run.round_dir(t) / "generations.jsonl"
+    pairs = read_jsonl(store.run.round_dir(t) / "pairs.jsonl")
+    gens_path = store.run.round_dir(t) / "generations.jsonl"
     questions = {g["prompt_id"]: g["prompt"] for g in read_jsonl(gens_path)} if gens_path.exists() else {}
-    tokenizer = engine.tokenizer
+    tokenizer = store.tokenizer
     solutions, skipped = wrong_solutions(pairs, questions, tokenizer)
     rankers = [name for name, column in RANKED_COLUMNS.items() if any(column in s["pair"] for s in solutions)]
-    model = engine.model(t - 1)
+    model = store.model(t - 1)
     likelihood = token_logprobs(model, [(s["prompt_ids"], s["completion_ids"]) for s in solutions],
                                 pad_token_id=tokenizer.pad_token_id or 0)
     records = []
@@ -127,20 +129,20 @@ def analyze_round(engine, t: int, rollout_solutions: int, rollouts: int, seed: i
     entry["precision"]["random"] = {f"top{k}": precision([min(k, r["tokens"]) / r["tokens"] for r in records])
                                     for k in TOP_K}
     if rollouts > 0 and records:
-        entry["rollout"] = rollout_check(engine, model, solutions, records, rankers, rollout_solutions, rollouts, seed)
+        entry["rollout"] = rollout_check(store, model, solutions, records, rankers, rollout_solutions, rollouts, seed)
     return entry, records
 
 
-def rollout_check(engine, model, solutions: list[dict], records: list[dict], rankers: list[str], n: int, k: int,
-                  seed: int) -> dict:
+def rollout_check(store: ModelStore, model, solutions: list[dict], records: list[dict], rankers: list[str], n: int,
+                  k: int, seed: int) -> dict:
     """The rollout critical token of `n` randomly chosen wrong solutions, and how often each ranker's lowest token
-    (and the first wrong token) is it."""
-    g = engine.recipe.generation
+    (and the first wrong token) is it; continuations are sampled with the run's generation settings."""
+    g = store.generation
     chosen = sorted(random.Random(seed).sample(range(len(solutions)), min(n, len(solutions))))
     torch.manual_seed(seed)
     found = []
     for i in chosen:
-        index = rollout_critical_index(model, engine.tokenizer, solutions[i], k, g.temperature, g.top_p,
+        index = rollout_critical_index(model, store.tokenizer, solutions[i], k, g.temperature, g.top_p,
                                        g.max_new_tokens, g.batch_size)
         records[i]["rollout_critical"] = index
         if index is not None:
@@ -159,13 +161,13 @@ def analyze_run(run_dir: str | Path, rounds: Sequence[int] | None = None, rollou
     """The report over the run's rounds whose pairs carry token scores (or `rounds`)."""
     import yaml
 
-    from selfalign.config import recipe_from_dict
-    from selfalign.engine import Engine
+    from selfalign.recipe import recipe_from_dict
 
     root = Path(run_dir)
     if not (root / "recipe.yaml").exists():
         raise ConfigError(f"{root}: not a run directory (no recipe.yaml)")
-    engine = Engine(recipe_from_dict(yaml.safe_load((root / "recipe.yaml").read_text()), source=str(root)), root)
+    recipe = recipe_from_dict(yaml.safe_load((root / "recipe.yaml").read_text()), source=str(root))
+    store = ModelStore(recipe.model, recipe.generation, RunDir(root), recipe.seed)
     available = sorted(int(p.parent.name.split("_")[1]) for p in root.glob("round_*/pairs.jsonl")
                        if any(c in line for line in p.open() for c in RANKED_COLUMNS.values()))
     if rounds:
@@ -179,7 +181,7 @@ def analyze_run(run_dir: str | Path, rounds: Sequence[int] | None = None, rollou
     report: dict = {"run_dir": str(root), "rounds": []}
     records: list[dict] = []
     for t in rounds or available:
-        entry, recs = analyze_round(engine, t, rollout_solutions, rollouts, seed)
+        entry, recs = analyze_round(store, t, rollout_solutions, rollouts, seed)
         report["rounds"].append(entry)
         records += recs
     return report, records

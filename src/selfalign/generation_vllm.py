@@ -15,15 +15,14 @@ from collections.abc import Sequence
 
 import torch
 
-from selfalign.config import ConfigError, Recipe
+from selfalign.config import ConfigError, GenerationConfig, ModelConfig
 from selfalign.generation import Sample, _cut_at_stop
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "auto": "auto"}
 
 
-def check_available(recipe: Recipe, world_size: int) -> None:
+def check_available(g: GenerationConfig, world_size: int) -> None:
     """A one-line ConfigError, before any stage runs, when vLLM cannot run here."""
-    g = recipe.generation
     if g.backend != "vllm":
         return
     try:
@@ -39,13 +38,12 @@ def check_available(recipe: Recipe, world_size: int) -> None:
                           f"launch ({world_size} processes) each process runs one engine on its GPU: use 1")
 
 
-def load_engine(model_dir: str, recipe: Recipe, world_size: int):
+def load_engine(model_dir: str, m: ModelConfig, g: GenerationConfig, seed: int, world_size: int):
     """A `vllm.LLM` on the weights in `model_dir`."""
     from vllm import LLM
 
-    m, g = recipe.model, recipe.generation
     kwargs = dict(model=model_dir, tokenizer=model_dir, tensor_parallel_size=g.tensor_parallel_size,
-                  dtype=_DTYPES[m.dtype], trust_remote_code=m.trust_remote_code, seed=recipe.seed)
+                  dtype=_DTYPES[m.dtype], trust_remote_code=m.trust_remote_code, seed=seed)
     if world_size > 1:
         kwargs["distributed_executor_backend"] = "external_launcher"  # the launcher's process, on its own GPU
     kwargs.update(g.vllm)

@@ -19,7 +19,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def base_model_path(cfg: ModelConfig) -> str:
     if cfg.path == "sandbox":
-        from selfalign.data.sandbox_model import sandbox_model_path
+        from selfalign.sandbox.cache import sandbox_model_path
 
         return str(sandbox_model_path(cfg.sandbox))
     return cfg.path

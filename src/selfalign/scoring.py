@@ -7,7 +7,9 @@ reward scores exactly the tokens DPO later trains on.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -127,3 +129,36 @@ def next_token_option_logits(model, tokenizer: PreTrainedTokenizerBase, texts: S
         ids, mask = left_pad(encoded[start : start + batch_size], tokenizer.pad_token_id or 0)
         out.append(option_logits(model, ids.to(device), mask.to(device), option_ids).cpu())
     return torch.cat(out) if out else torch.zeros((0, len(option_ids)))
+
+
+def preference_token_ids(tokenizer, row: dict[str, Any]) -> dict[str, list[int]]:
+    """`prompt_ids`, `chosen_ids` and `rejected_ids` of a pair row, exactly as TRL 1.16's `DPOTrainer` tokenizes it.
+
+    As TRL does: a prompt shared by chosen and rejected is extracted when the row has none; a non-conversational
+    completion gets the tokenizer's EOS appended unless it ends with it; prompt, prompt + chosen and prompt +
+    rejected are tokenized separately (chat template for conversational rows) and the completions start after the
+    shorter of the two prompt prefixes they share, so `prompt_ids + chosen_ids` is the tokenized prompt + chosen.
+
+    A per-token column needs len(chosen_ids) (len(rejected_ids)) values. The model outputs that predict the chosen
+    tokens are those at positions len(prompt_ids) − 1 … len(prompt_ids) + len(chosen_ids) − 2 of a forward pass on
+    `prompt_ids + chosen_ids`.
+    """
+    from trl.data_utils import _tokenize, common_prefix_length, extract_prompt, is_conversational
+
+    if "prompt" not in row:
+        row = {**row, **extract_prompt(row)}
+    tools = row.get("tools")
+    template_kwargs = {"tools": json.loads(tools) if isinstance(tools, str) else tools,
+                       **(row.get("chat_template_kwargs") or {})}
+    prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+    if is_conversational(row):
+        prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True, **template_kwargs)["input_ids"]
+        full = [_tokenize(tokenizer, prompt + c, **template_kwargs)["input_ids"] for c in (chosen, rejected)]
+    else:
+        eos = tokenizer.eos_token
+        full = [_tokenize(tokenizer, prompt + (c if c.endswith(eos) else c + eos))["input_ids"]
+                for c in (chosen, rejected)]
+        prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
+    prompt_len = min(common_prefix_length(prompt_ids, ids) for ids in full)
+    return {"prompt_ids": list(prompt_ids[:prompt_len]), "chosen_ids": list(full[0][prompt_len:]),
+            "rejected_ids": list(full[1][prompt_len:])}

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
 
 from selfalign.config import ConfigError
-from selfalign.data.sandbox import ArithTask
+from selfalign.sandbox.task import ArithTask
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +166,36 @@ def render_prompt(tokenizer, row: dict, use_chat_template: str = "auto") -> str:
         messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return row["prompt"]
+
+
+def _rendered(rows: list[dict], tokenizer, chat_template: str) -> list[dict]:
+    for r in rows:
+        r["prompt_text"] = render_prompt(tokenizer, r, chat_template)
+    return rows
+
+
+def train_rows(cfg, t: int, tokenizer) -> list[dict]:
+    """Round t's training prompts (`prompts` section `cfg`): rows [(t−1)·n, t·n) of the source, n =
+    train_per_round, with `prompt_text` rendered for `tokenizer`."""
+    ps = load_prompts(cfg.source, split=cfg.split, field=cfg.field, answer_field=cfg.answer_field,
+                      on_bad_row=cfg.on_bad_row, start=(t - 1) * cfg.train_per_round, limit=cfg.train_per_round)
+    return _rendered(ps.rows, tokenizer, cfg.chat_template)
+
+
+def eval_rows(cfg, rounds: int, tokenizer) -> list[dict]:
+    """The held-out prompts of every round's evaluation: `eval_source`, or the sandbox's eval split, or the last
+    `eval_prompts` rows of the source, which the `rounds` training slices never reach."""
+    if cfg.eval_source is None and cfg.source.startswith("sandbox://"):
+        ps = load_prompts(cfg.source, sandbox_split="eval", limit=cfg.eval_prompts)
+    elif cfg.eval_source is None:
+        ps = load_prompts(cfg.source, split=cfg.split, field=cfg.field, answer_field=cfg.answer_field,
+                          on_bad_row=cfg.on_bad_row)
+        if len(ps.rows) < cfg.eval_prompts + rounds * cfg.train_per_round:
+            raise ConfigError(f"prompts.source: {len(ps.rows)} rows cannot hold {rounds} rounds × "
+                              f"{cfg.train_per_round} train prompts plus {cfg.eval_prompts} held-out eval prompts; "
+                              "set prompts.eval_source or lower the counts")
+        ps.rows = ps.rows[len(ps.rows) - cfg.eval_prompts:]
+    else:
+        ps = load_prompts(cfg.eval_source, split=cfg.split, field=cfg.field, answer_field=cfg.answer_field,
+                          on_bad_row=cfg.on_bad_row, sandbox_split="eval", limit=cfg.eval_prompts)
+    return _rendered(ps.rows, tokenizer, cfg.chat_template)

@@ -11,8 +11,8 @@ import json
 import random
 from pathlib import Path
 
+from selfalign import sandbox
 from selfalign.config import ConfigError
-from selfalign.data import sandbox
 from selfalign.data.prompts import parse_sandbox_uri
 
 

@@ -1,31 +1,52 @@
-"""Internal reward models, one concept per file, one protocol (`RewardModel`)."""
+"""Internal reward models: one concept per file, one protocol (`base.RewardModel`), one registry (`REWARDS`).
+
+Every reward model is registered here once, by the name recipes use. A round's reward stage (`rewards:`, ranked by
+`pairs.reward`), GRPO's reward functions (`train.grpo_rewards`) and best-of-N selection (`selfalign eval
+--select`) all build reward models through `build_reward`, so any registered reward works in all three. Adding a
+reward: a module with its config dataclass, its reward model and a `RewardSpec`, and one line below.
+"""
 
 from __future__ import annotations
 
-from selfalign.config import RewardsConfig
-from selfalign.rewards.base import RewardModel, RewardOutput
-from selfalign.rewards.implicit import ImplicitReward
-from selfalign.rewards.judge import JudgeReward
-from selfalign.rewards.likelihood import LikelihoodReward
-from selfalign.rewards.majority import MajorityReward
-from selfalign.rewards.verifier import VerifierReward
+from typing import Any
 
-__all__ = ["RewardModel", "RewardOutput", "build_rewards"]
+from selfalign.config import ConfigError, build, did_you_mean
+from selfalign.rewards import implicit, judge, likelihood, majority, ptrue, repetition, self_certainty, verifier
+from selfalign.rewards.base import RewardContext, RewardModel, RewardOutput, RewardSpec
+
+__all__ = ["REWARDS", "RewardContext", "RewardModel", "RewardOutput", "RewardSpec", "build_reward", "reward_spec"]
+
+REWARDS: dict[str, RewardSpec] = {spec.name: spec for spec in (
+    judge.SPEC,
+    likelihood.SPEC,
+    implicit.SPEC,
+    majority.SPEC,
+    verifier.SPEC,
+    self_certainty.SPEC,
+    ptrue.SPEC,
+    repetition.REPETITION,
+    repetition.LENGTH,
+)}
 
 
-def build_rewards(cfg: RewardsConfig, model, tokenizer, reference=None, seed: int = 0) -> dict[str, RewardModel]:
-    """Reward models of the current policy `model`; `reference` is needed only by `implicit`."""
-    out: dict[str, RewardModel] = {}
-    if cfg.judge is not None:
-        out["judge"] = JudgeReward(model, tokenizer, cfg.judge, seed)
-    if cfg.likelihood is not None:
-        out["likelihood"] = LikelihoodReward(model, tokenizer, cfg.likelihood.normalize, cfg.likelihood.batch_size)
-    if cfg.implicit is not None:
-        if reference is None:
-            raise ValueError("the implicit reward needs a reference model")
-        out["implicit"] = ImplicitReward(model, reference, tokenizer, cfg.implicit.beta, cfg.implicit.batch_size)
-    if cfg.majority is not None:
-        out["majority"] = MajorityReward()
-    if cfg.verifier is not None:
-        out["verifier"] = VerifierReward()
-    return out
+def reward_spec(name: str, where: str) -> RewardSpec:
+    """The registered reward `name`; a one-line ConfigError with the closest name otherwise."""
+    if name not in REWARDS:
+        raise ConfigError(f"{where}: {name!r} is not a registered reward ({', '.join(REWARDS)})"
+                          f"{did_you_mean(name, REWARDS)}")
+    return REWARDS[name]
+
+
+def reward_config(name: str, values: Any = None, where: str = "rewards") -> Any:
+    """The options of reward `name` from a mapping (None: its defaults), checked."""
+    spec = reward_spec(name, where)
+    cfg = values if isinstance(values, spec.config) else build(spec.config, values or {}, f"{where}.{name}")
+    if spec.check is not None:
+        spec.check(cfg, f"{where}.{name}")
+    return cfg
+
+
+def build_reward(name: str, cfg: Any, ctx: RewardContext) -> RewardModel:
+    """Reward model `name` with options `cfg` (its config dataclass; None: the defaults) in context `ctx`."""
+    spec = reward_spec(name, ctx.where)
+    return spec.build(cfg if cfg is not None else spec.config(), ctx)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from selfalign.config import ConfigError, JudgeConfig
-from selfalign.data import sandbox
+from selfalign import sandbox
+from selfalign.config import ConfigError, opt
 from selfalign.generation import generate
-from selfalign.rewards.base import RewardOutput
+from selfalign.rewards.base import RewardOutput, RewardSpec
+from selfalign.rewards.preference import empirical_distribution
 from selfalign.scoring import next_token_option_logits, single_token_ids
 
 SRLM_RUBRIC = """Review the user's question and the corresponding response using the additive 5-point \
@@ -53,6 +55,20 @@ SCORE_RE = re.compile(r"Score:\s*([1-5])\b")
 SCORES = (1, 2, 3, 4, 5)
 
 
+@dataclass
+class JudgeConfig:
+    """LLM-as-a-judge (SRLM): `generate` samples a written judgment, `expected` reads Σ k·p(k)."""
+
+    mode: Literal["generate", "expected"] = "generate"
+    template: str = "srlm"  # "srlm", "sandbox", or a template text with {prompt} and {response}
+    expected_template: str | None = None  # for `expected` with a custom template; default: template + "\nScore: "
+    num_judgments: int = opt(3, lo=1)
+    temperature: float = opt(0.7, lo=0.0)
+    top_p: float = opt(0.9, lo=0.0, hi=1.0, lo_open=True)
+    max_new_tokens: int = opt(256, lo=1)
+    batch_size: int = opt(64, lo=1)
+
+
 @dataclass(frozen=True)
 class JudgeTemplate:
     generate: str  # with {prompt} and {response}; the model writes a judgment ending in "Score: k"
@@ -79,20 +95,33 @@ def mean_score(parsed: list[int | None]) -> float | None:
     return sum(valid) / len(valid) if valid else None
 
 
+def score_distribution(detail: dict) -> torch.Tensor | None:
+    """The judge's distribution over the scores 1..5 of one sample, from its details: the softmax over the score
+    tokens (`expected` mode), or the shares of its parsed judgments (`generate` mode); None when none parsed."""
+    if "score_probs" in detail:
+        return torch.tensor(detail["score_probs"], dtype=torch.float64)
+    parsed = [s for s in detail.get("parsed", []) if s is not None]
+    return empirical_distribution(parsed, SCORES) if parsed else None
+
+
 def expected_score(score_logits: torch.Tensor, scores: tuple[int, ...] = SCORES) -> torch.Tensor:
     """Σ_k k · softmax(score_logits)_k. Shape: (batch, len(scores)) → (batch,)."""
     probs = torch.softmax(score_logits.float(), dim=-1)
     return probs @ torch.tensor(scores, dtype=probs.dtype, device=probs.device)
 
 
+def check_template(cfg: JudgeConfig, where: str = "rewards.judge") -> None:
+    if cfg.template not in TEMPLATES and not ("{prompt}" in cfg.template and "{response}" in cfg.template):
+        raise ConfigError(f"{where}.template: {cfg.template[:40]!r} is neither a named template "
+                          f"({', '.join(TEMPLATES)}) nor a text with {{prompt}} and {{response}}")
+
+
 def resolve_template(cfg: JudgeConfig, tokenizer) -> JudgeTemplate:
+    check_template(cfg)
     if cfg.template in TEMPLATES:
         tpl = TEMPLATES[cfg.template]
-    elif "{prompt}" in cfg.template and "{response}" in cfg.template:
-        tpl = JudgeTemplate(cfg.template, cfg.expected_template or cfg.template, chat=True)
     else:
-        raise ConfigError(f"rewards.judge.template: {cfg.template[:40]!r} is neither a named template "
-                          f"({', '.join(TEMPLATES)}) nor a text with {{prompt}} and {{response}}")
+        tpl = JudgeTemplate(cfg.template, cfg.expected_template or cfg.template, chat=True)
     use_chat = tpl.chat and bool(getattr(tokenizer, "chat_template", None))
     return JudgeTemplate(tpl.generate, tpl.expected, chat=use_chat)
 
@@ -119,7 +148,8 @@ class JudgeReward:
                  for r, y in zip(rows, responses, strict=True)]
         return [self._render(t, expected) for t in texts]
 
-    def score(self, rows: list[dict], responses: list[str]) -> RewardOutput:
+    def score(self, rows: list[dict], responses: list[str], token_ids=None) -> RewardOutput:
+        """Judges the response texts (`token_ids` are not needed)."""
         if self.cfg.mode == "generate":
             return self._score_generate(rows, responses)
         return self._score_expected(rows, responses)
@@ -152,3 +182,8 @@ class JudgeReward:
         probs = torch.softmax(at_score, dim=-1)
         details = [{"score_probs": [round(p, 5) for p in row.tolist()]} for row in probs]
         return RewardOutput(expected_score(at_score).tolist(), details)
+
+
+SPEC = RewardSpec(
+    "judge", JudgeConfig, lambda cfg, ctx: JudgeReward(ctx.policy, ctx.tokenizer, cfg, ctx.seed),
+    "the policy's own rubric judge score (SRLM): written judgments averaged, or Σ k·p(k)", check=check_template)

@@ -8,8 +8,10 @@ agrees with many of its siblings is more likely right; no ground truth is used.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
 
-from selfalign.rewards.base import RewardOutput
+from selfalign.rewards.base import RewardOutput, RewardSpec, TokenIds
 from selfalign.rewards.verifier import extract_answer
 from selfalign.rewards.voting import majority_vote
 
@@ -30,17 +32,35 @@ def majority_match(answers: list[str | None]) -> list[float]:
     return [1.0 if a is not None and a == winner else 0.0 for a in answers]
 
 
+@dataclass
+class MajorityConfig:
+    """Self-consistency (no ground truth). score `share`: the share of the prompt's samples with the sample's final
+    answer (Wang et al.); `match`: 1 if its answer is the prompt's majority answer, else 0 (TTRL's label)."""
+
+    score: Literal["share", "match"] = "share"
+
+
 class MajorityReward:
     name = "majority"
 
-    def score(self, rows: list[dict], responses: list[str]) -> RewardOutput:
+    def __init__(self, cfg: MajorityConfig | None = None):
+        self.cfg = cfg or MajorityConfig()
+
+    def score(self, rows: list[dict], responses: list[str], token_ids: TokenIds | None = None) -> RewardOutput:
         """Samples are grouped by their prompt row's `id`; all samples of a prompt must be in one call."""
+        rule = agreement_scores if self.cfg.score == "share" else majority_match
         answers = [extract_answer(y) for y in responses]
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(rows):
             groups.setdefault(str(r["id"]), []).append(i)
         scores: list[float | None] = [None] * len(responses)
         for idx in groups.values():
-            for i, s in zip(idx, agreement_scores([answers[i] for i in idx]), strict=True):
+            for i, s in zip(idx, rule([answers[i] for i in idx]), strict=True):
                 scores[i] = s
         return RewardOutput(scores, [{"answer": a} for a in answers])
+
+
+SPEC = RewardSpec(
+    "majority", MajorityConfig, lambda cfg, ctx: MajorityReward(cfg),
+    "self-consistency: the share of its prompt's samples with its final answer (score: match, TTRL: 1 if it is the "
+    "majority answer)", needs=(), grouped=True)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from selfalign.rewards.base import RewardOutput
+from selfalign.config import ConfigError, opt
+from selfalign.rewards.base import RewardOutput, RewardSpec, TokenIds
 from selfalign.scoring import next_token_option_logits, single_token_ids
 
 PTRUE_TEMPLATE = ("Question: {prompt}\nProposed Answer: {response}\nIs the proposed answer:\n (A) True\n (B) False\n"
@@ -31,10 +32,17 @@ class FewShotExample:
 @dataclass
 class PTrueConfig:
     template: str = PTRUE_TEMPLATE  # plain text with {prompt} and {response}; the option letter comes next
-    options: tuple[str, str] = ("A", "B")  # the "True" option first; each must be one token after the template
+    options: list[str] = field(default_factory=lambda: ["A", "B"])  # the "True" option first; one token each
     few_shot: list[FewShotExample] = field(default_factory=list)
     example_suffix: str = ")\n\n"  # follows a few-shot example's option, before the next example
-    batch_size: int = 32
+    batch_size: int = opt(32, lo=1)
+
+
+def check_config(cfg: PTrueConfig, where: str = "rewards.ptrue") -> None:
+    if "{prompt}" not in cfg.template or "{response}" not in cfg.template:
+        raise ConfigError(f"{where}.template: needs {{prompt}} and {{response}}")
+    if len(cfg.options) != 2 or len(set(cfg.options)) != 2:
+        raise ConfigError(f"{where}.options: give two different option strings (True first, then False)")
 
 
 def ptrue_score(option_logits: torch.Tensor) -> torch.Tensor:
@@ -79,7 +87,7 @@ class PTrueReward:
                         + self.cfg.example_suffix for ex in self.cfg.few_shot)
         return [shots + self.fill(r["prompt"], y) for r, y in zip(rows, responses, strict=True)]
 
-    def score(self, rows: list[dict], responses: list[str]) -> RewardOutput:
+    def score(self, rows: list[dict], responses: list[str], token_ids: TokenIds | None = None) -> RewardOutput:
         """The question is the row's `prompt` (the user's words), not its chat-rendered `prompt_text`."""
         if not rows:
             return RewardOutput([], [])
@@ -96,3 +104,8 @@ class PTrueReward:
             self.model.train(was_training)
         scores = ptrue_score(logits).tolist()
         return RewardOutput(scores, [{"option_logits": [round(v, 4) for v in row]} for row in logits.tolist()])
+
+
+SPEC = RewardSpec(
+    "ptrue", PTrueConfig, lambda cfg, ctx: PTrueReward(ctx.policy, ctx.tokenizer, cfg),
+    "the policy's P(True) that it is right (Kadavath et al.)", check=check_config)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from selfalign.rewards.base import RewardOutput
+from selfalign.config import opt
+from selfalign.rewards.base import RewardOutput, RewardSpec, TokenIds
 from selfalign.scoring import right_pad, tokenize_pair
 
 
@@ -72,15 +74,25 @@ def response_certainty(model, pairs: Sequence[tuple[list[int], list[int]]], batc
     return out
 
 
+@dataclass
+class SelfCertaintyConfig:
+    """Self-certainty under the policy, from its logits at temperature 1."""
+
+    batch_size: int = opt(32, lo=1)
+    chunk_size: int = opt(64, lo=1)  # positions per float32 (batch, chunk, vocab) step
+
+
 class SelfCertaintyReward:
     name = "self_certainty"
 
     def __init__(self, model, tokenizer, batch_size: int = 32, chunk_size: int = 64):
         self.model, self.tokenizer, self.batch_size, self.chunk_size = model, tokenizer, batch_size, chunk_size
 
-    def score(self, rows: list[dict], responses: list[str]) -> RewardOutput:
-        """Responses are tokenized as DPO does (EOS appended), so the EOS decision is scored too."""
-        pairs = [tokenize_pair(self.tokenizer, r["prompt_text"], y) for r, y in zip(rows, responses, strict=True)]
+    def score(self, rows: list[dict], responses: list[str], token_ids: TokenIds | None = None) -> RewardOutput:
+        """The sampled tokens when `token_ids` are given (GRPO: EOS included when sampled); otherwise the responses
+        tokenized as DPO does (EOS appended), so the EOS decision is scored too."""
+        pairs = list(token_ids) if token_ids is not None else [
+            tokenize_pair(self.tokenizer, r["prompt_text"], y) for r, y in zip(rows, responses, strict=True)]
         was_training = self.model.training
         self.model.eval()
         try:
@@ -89,3 +101,9 @@ class SelfCertaintyReward:
         finally:
             self.model.train(was_training)
         return RewardOutput(list(scores), [{"tokens": len(y)} for _, y in pairs])
+
+
+SPEC = RewardSpec(
+    "self_certainty", SelfCertaintyConfig,
+    lambda cfg, ctx: SelfCertaintyReward(ctx.policy, ctx.tokenizer, cfg.batch_size, cfg.chunk_size),
+    "mean over its tokens of KL(U ‖ p) under the policy (Kang et al.; Intuitor's GRPO reward)")

@@ -6,9 +6,15 @@ An oracle: it is for evaluation and for comparison runs, never a default trainin
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from selfalign.data import sandbox
-from selfalign.rewards.base import RewardOutput
+from selfalign import sandbox
+from selfalign.rewards.base import RewardOutput, RewardSpec, TokenIds
+
+
+@dataclass
+class VerifierConfig:
+    """Ground truth (sandbox, or the prompt rows' answers): an oracle for comparison runs, never a default reward."""
 
 
 def extract_answer(response: str) -> str | None:
@@ -31,5 +37,10 @@ def is_correct(row: dict, response: str) -> bool:
 class VerifierReward:
     name = "verifier"
 
-    def score(self, rows: list[dict], responses: list[str]) -> RewardOutput:
+    def score(self, rows: list[dict], responses: list[str], token_ids: TokenIds | None = None) -> RewardOutput:
         return RewardOutput([float(is_correct(r, y)) for r, y in zip(rows, responses, strict=True)])
+
+
+SPEC = RewardSpec(
+    "verifier", VerifierConfig, lambda cfg, ctx: VerifierReward(),
+    "1 if its final answer is right (ground truth: an oracle for comparison runs)", needs=("answers",))

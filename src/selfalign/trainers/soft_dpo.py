@@ -104,6 +104,7 @@ class SoftLabelDPOTrainer(DPOTrainer):
 
     #: dataset columns the collator turns into extra batch keys (and batch keys that are not model inputs)
     extra_columns: tuple[str, ...] = tuple(PAIR_COLUMNS)
+    column_defaults: dict = PAIR_COLUMNS  # the value of an absent column
     extra_batch_keys: tuple[str, ...] = tuple(PAIR_COLUMNS)
 
     def _set_signature_columns_if_needed(self):

@@ -10,7 +10,6 @@ tokens.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from datasets import Dataset
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from selfalign.scoring import preference_token_ids
 from selfalign.trainers.losses import token_weighted_margin, treg_loss, treg_regularizer
 from selfalign.trainers.soft_dpo import _RecordingForward, require_sigmoid_loss, trl_loss_with_reference
 
@@ -31,39 +31,6 @@ TOKEN_COLUMNS = WEIGHT_COLUMNS + REWARD_COLUMNS
 
 class TokenAlignmentError(ValueError):
     """A per-token column whose length is not the number of completion tokens TRL trains on."""
-
-
-def preference_token_ids(tokenizer, row: dict[str, Any]) -> dict[str, list[int]]:
-    """`prompt_ids`, `chosen_ids` and `rejected_ids` of a pair row, exactly as TRL 1.16's `DPOTrainer` tokenizes it.
-
-    As TRL does: a prompt shared by chosen and rejected is extracted when the row has none; a non-conversational
-    completion gets the tokenizer's EOS appended unless it ends with it; prompt, prompt + chosen and prompt +
-    rejected are tokenized separately (chat template for conversational rows) and the completions start after the
-    shorter of the two prompt prefixes they share, so `prompt_ids + chosen_ids` is the tokenized prompt + chosen.
-
-    A per-token column needs len(chosen_ids) (len(rejected_ids)) values. The model outputs that predict the chosen
-    tokens are those at positions len(prompt_ids) − 1 … len(prompt_ids) + len(chosen_ids) − 2 of a forward pass on
-    `prompt_ids + chosen_ids`.
-    """
-    from trl.data_utils import _tokenize, common_prefix_length, extract_prompt, is_conversational
-
-    if "prompt" not in row:
-        row = {**row, **extract_prompt(row)}
-    tools = row.get("tools")
-    template_kwargs = {"tools": json.loads(tools) if isinstance(tools, str) else tools,
-                       **(row.get("chat_template_kwargs") or {})}
-    prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
-    if is_conversational(row):
-        prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True, **template_kwargs)["input_ids"]
-        full = [_tokenize(tokenizer, prompt + c, **template_kwargs)["input_ids"] for c in (chosen, rejected)]
-    else:
-        eos = tokenizer.eos_token
-        full = [_tokenize(tokenizer, prompt + (c if c.endswith(eos) else c + eos))["input_ids"]
-                for c in (chosen, rejected)]
-        prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
-    prompt_len = min(common_prefix_length(prompt_ids, ids) for ids in full)
-    return {"prompt_ids": list(prompt_ids[:prompt_len]), "chosen_ids": list(full[0][prompt_len:]),
-            "rejected_ids": list(full[1][prompt_len:])}
 
 
 def token_values(example: dict[str, Any], column: str, where: str) -> list[float]:
@@ -157,6 +124,13 @@ class TokenWeightedDPOTrainer(DPOTrainer):
     f_divergence_type, ld_alpha, use_weighting).
     """
 
+    #: dataset columns it reads (absent weight columns are all 1)
+    extra_columns: tuple[str, ...] = TOKEN_COLUMNS
+    #: DPOConfig settings it refuses (recipe check: train.dpo)
+    refused_dpo_args = ("loss_type", "loss_weights", "f_divergence_type", "ld_alpha", "use_weighting",
+                        "precompute_ref_log_probs")
+    refused_reason = "token-weighted DPO replaces the sigmoid loss and reads per-token reference log-probs"
+
     def __init__(self, *args, reduction: str = "sum", treg_alpha: float = 0.0, **kwargs):
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}: expected one of {REDUCTIONS}")
@@ -172,7 +146,7 @@ class TokenWeightedDPOTrainer(DPOTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        self._signature_columns += [c for c in WEIGHT_COLUMNS + REWARD_COLUMNS if c not in self._signature_columns]
+        self._signature_columns += [c for c in self.extra_columns if c not in self._signature_columns]
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)

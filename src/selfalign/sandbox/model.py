@@ -1,166 +1,28 @@
-"""The sandbox base model: a small Llama-architecture causal LM trained from scratch on the sandbox
-corpus (``selfalign.data.sandbox.corpus``), with a character-level tokenizer.
+"""Building the sandbox base model: a small Llama-architecture causal LM trained from scratch on the sandbox
+corpus (``selfalign.sandbox.corpus``) with the character tokenizer (``selfalign.sandbox.tokenizer``).
 
-* ``build_char_tokenizer()``: one token per character (printable ASCII and newline) plus
-  ``<pad>`` (id 0), ``<s>`` (id 1), ``</s>`` (id 2), ``<unk>`` (id 3); 100 tokens. Plain
-  ``tokenizer(text)`` adds no BOS and no EOS, exactly as the model was trained (inputs start with
-  the first character of the prompt; every training completion ends with ``</s>``).
-* ``build_sandbox_model(cfg, out_dir)``: trains and saves (safetensors + tokenizer +
-  ``sandbox.json``); deterministic for ``cfg`` on one machine and thread count.
-* ``sandbox_model_path(cfg)``: the cached model for ``cfg`` under
-  ``$SELFALIGN_CACHE/sandbox/<hash>`` (default ``~/.cache/selfalign``), built on first use,
-  atomically (temp dir + rename) and under a file lock.
+``build_sandbox_model(cfg, out_dir)`` trains and saves (safetensors + tokenizer + ``sandbox.json``); deterministic
+for ``cfg`` on one machine and thread count (float summation differs across CPUs). ``selfalign.sandbox.cache`` keeps
+built models; ``selfalign sandbox build`` runs it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import fcntl
-import hashlib
 import json
 import logging
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from selfalign.data import sandbox
+from selfalign.sandbox import task as sandbox
+from selfalign.sandbox.config import BUILD_VERSION, SandboxModelConfig, config_hash
+from selfalign.sandbox.corpus import corpus
+from selfalign.sandbox.tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, PAD_ID, build_char_tokenizer
+from selfalign.scoring import left_pad
 
 logger = logging.getLogger(__name__)
-
-__all__ = [
-    "SPECIAL_TOKENS",
-    "PAD_ID",
-    "BOS_ID",
-    "EOS_ID",
-    "UNK_ID",
-    "MAX_LENGTH",
-    "SandboxModelConfig",
-    "build_char_tokenizer",
-    "build_sandbox_model",
-    "sandbox_model_path",
-    "cache_root",
-    "config_hash",
-]
-
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-#: Positions the model supports (sandbox texts are under ~130 characters for 2 digits, 4 terms).
-MAX_LENGTH = 256
-#: Bump when the corpus or training code changes what a config builds (invalidates the cache).
-BUILD_VERSION = 3
-
-
-def build_char_tokenizer():
-    """A character-level ``PreTrainedTokenizerFast``: WordLevel over single characters (printable
-    ASCII 32-126 and ``\\n``), every character split by the pre-tokenizer, special tokens
-    ``<pad>``=0, ``<s>``=1, ``</s>``=2, ``<unk>``=3 (matched as whole strings in text), decoder
-    that concatenates. No BOS/EOS is added by ``tokenizer(text)``."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    chars = [chr(i) for i in range(32, 127)] + ["\n"]
-    vocab = {t: i for i, t in enumerate(list(SPECIAL_TOKENS) + chars)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        clean_up_tokenization_spaces=False,
-        model_max_length=MAX_LENGTH,
-    )
-    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (PAD_ID, BOS_ID, EOS_ID)
-    return tok
-
-
-@dataclass
-class SandboxModelConfig:
-    """Everything that determines the built model (all fields enter the cache hash).
-
-    Training has two phases. Phase 1 (curriculum) trains on correct solutions only until the
-    model solves ``solve_target`` of a held-out validation set greedily (checked every
-    ``check_every`` steps; at most ``solve_max_steps`` steps): when a small transformer learns
-    the digit-wise algorithm is abrupt and varies with the seed, so the switch is made on
-    measured skill rather than at a fixed step. The phase-1 model then samples (T=1) one
-    solution for each of ``own_samples`` fresh problems. Phase 2 trains ``steps`` steps on the
-    full corpus (``sandbox.corpus``): solutions, planted-error solutions (``error_rate``) and
-    judge examples (``judge_fraction``), a share ``sample_fraction`` of the solution and judge
-    examples built on the own samples. Training on its own samples holds the model's solving
-    skill near where phase 1 left it (otherwise it saturates: greedy accuracy near 1, nothing
-    left to improve), and judging its own samples teaches the judge the errors the model really
-    makes. The learning rate warms up, stays constant, and decays (cosine, to ``min_lr_ratio``)
-    over the last ``decay_fraction`` of phase 2.
-    """
-
-    seed: int = 0
-    # task
-    terms: int = 3
-    digits: int = 2
-    # model (LlamaConfig)
-    layers: int = 4
-    hidden: int = 128
-    heads: int = 8
-    intermediate: int = 512
-    # phase 1: correct solutions until the model solves solve_target of the validation problems
-    solve_target: float = 0.6
-    solve_max_steps: int = 1500
-    check_every: int = 50
-    # phase 2: the full corpus, partly built on the phase-1 model's own samples
-    steps: int = 1300
-    own_samples: int = 4096  # T=1 samples of the phase-1 model on fresh problems
-    sample_fraction: float = 0.7  # share of solution / judge examples built on own samples
-    # optimisation
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup_steps: int = 100
-    decay_fraction: float = 0.5
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    # corpus (see sandbox.corpus)
-    error_rate: float = 0.3
-    judge_fraction: float = 0.4
-    judge_noise: float = 0.03
-    written_fraction: float = 0.8
-    judge_error_fraction: float = 0.5
-    verdict_weight: float = 3.0  # loss weight of the check marks (o/n) and the score digit
-
-    def task(self) -> sandbox.ArithTask:
-        """The task the model is trained for: the default-seed task of its shape (its eval split is
-        the one the corpus excludes; ``seed`` varies the corpus and the init, not the task)."""
-        return sandbox.ArithTask(terms=self.terms, digits=self.digits)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SandboxModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown SandboxModelConfig keys {sorted(unknown)}; allowed: {sorted(names)}")
-        return cls(**d)
-
-
-def config_hash(cfg: SandboxModelConfig) -> str:
-    payload = json.dumps({"v": BUILD_VERSION, **cfg.to_dict()}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SELFALIGN_CACHE", Path.home() / ".cache" / "selfalign")).expanduser()
-
-
-# ----------------------------------------------------------------------------------------------
-# training
 
 
 def _verdict_positions(row: dict) -> list[int]:
@@ -204,7 +66,7 @@ class _Stream:
 
         cfg, n = self.cfg, self.cfg.batch_size * self.chunk_batches
         full = self.phase == 2
-        rows = sandbox.corpus(
+        rows = corpus(
             n,
             seed=cfg.seed,
             error_rate=cfg.error_rate if full else 0.0,
@@ -293,13 +155,8 @@ def _own_samples(model, cfg: SandboxModelConfig, tok, batch_size: int = 512) -> 
     with torch.no_grad():
         for i in range(0, len(prompts), batch_size):
             chunk = prompts[i : i + batch_size]
-            enc = [tok(p, add_special_tokens=False)["input_ids"] for p in chunk]
-            width = max(len(e) for e in enc)
-            ids = torch.full((len(enc), width), PAD_ID, dtype=torch.long)
-            mask = torch.zeros((len(enc), width), dtype=torch.long)
-            for j, e in enumerate(enc):  # left padding
-                ids[j, width - len(e) :] = torch.tensor(e)
-                mask[j, width - len(e) :] = 1
+            ids, mask = left_pad([tok(p, add_special_tokens=False)["input_ids"] for p in chunk], PAD_ID)
+            width = ids.size(1)
             res = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -479,51 +336,3 @@ def build_sandbox_model(
         return out
     finally:
         torch.set_num_threads(old_threads)
-
-
-# ----------------------------------------------------------------------------------------------
-# cache
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _complete(d: Path) -> bool:
-    return (d / "sandbox.json").is_file()
-
-
-def sandbox_model_path(cfg: SandboxModelConfig | None = None, num_threads: int | None = None) -> Path:
-    """The directory of the built sandbox model for ``cfg`` (default config if None), building it
-    on first use. The directory appears only complete (built in a temporary sibling, then renamed);
-    a file lock keeps concurrent processes from building the same config twice."""
-    cfg = cfg or SandboxModelConfig()
-    h = config_hash(cfg)
-    root = cache_root() / "sandbox"
-    final = root / h
-    if _complete(final):
-        return final
-    with _file_lock(root / f".{h}.lock"):
-        if _complete(final):
-            return final
-        # holding the lock: leftovers of killed builds of this config can go
-        for stale in root.glob(f".{h}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if final.exists():  # incomplete (should not happen with rename); replace it
-            shutil.rmtree(final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{h}.tmp-", dir=root))
-        try:
-            logger.info("building sandbox model %s into %s (first use)", h, final)
-            build_sandbox_model(cfg, tmp, num_threads=num_threads)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final

@@ -1,5 +1,5 @@
-"""The round engine on a tiny random model: every stage of one round, the run directory, W&B offline,
-and a real run killed with SIGKILL in mid-stage, then resumed."""
+"""The round loop (pipeline.py and the stages) on a tiny random model: every stage of one round, the run directory,
+W&B offline, and a real run killed with SIGKILL in mid-stage, then resumed."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 import yaml
 from conftest import tiny_recipe
 
+from selfalign import pipeline
 from selfalign.artifacts import read_json, read_jsonl
-from selfalign.config import recipe_from_dict
-from selfalign.engine import Engine
+from selfalign.recipe import recipe_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def one_round(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     raw = tiny_recipe(tiny_model, **{"rewards": {"likelihood": {}, "verifier": {},
                                                  "judge": {"mode": "expected", "template": "sandbox"}}})
-    summary = Engine(recipe_from_dict(raw), out).run_all()
+    summary = pipeline.run(recipe_from_dict(raw), out)
     return out, summary
 
 
@@ -92,7 +92,7 @@ def test_rerun_recomputes_nothing(one_round):
     out, _ = one_round
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("round_*/*.jsonl")}
     raw = yaml.safe_load((out / "recipe.yaml").read_text())
-    Engine(recipe_from_dict(raw), out).run_all()
+    pipeline.run(recipe_from_dict(raw), out)
     assert {p: p.stat().st_mtime_ns for p in out.glob("round_*/*.jsonl")} == mtimes
 
 
@@ -103,7 +103,7 @@ def test_resume_with_a_different_recipe_is_refused(one_round):
     raw = yaml.safe_load((out / "recipe.yaml").read_text())
     raw["generation"]["temperature"] = 0.5
     with pytest.raises(ConfigError, match="different recipe"):
-        Engine(recipe_from_dict(raw), out).run_all()
+        pipeline.run(recipe_from_dict(raw), out)
 
 
 def _cli(recipe: Path, out: Path) -> subprocess.Popen:
@@ -164,7 +164,7 @@ def test_seed_sft_then_lora_rounds(tiny_model, tmp_path):
         "train.lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "tracking.wandb.enabled": False,
     })
-    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
     assert (tmp_path / "round_0/model/model.safetensors").exists()
     assert summary["rounds"][0]["seed_sft"]["examples"] == 32
     for t in (1, 2):
@@ -212,7 +212,7 @@ def test_cream_round_uses_consistency_as_the_soft_label(tiny_model, tmp_path, va
         "rewards": {"implicit": {"reference": "base"}}, "pairs.reward": "implicit",
         "consistency": {"method": "kendall", "variant": variant}, "tracking.wandb.enabled": False,
     })
-    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
     for t in (1, 2):
         rewards = read_jsonl(tmp_path / f"round_{t}/rewards.jsonl")
         pairs = read_jsonl(tmp_path / f"round_{t}/pairs.jsonl")
@@ -233,7 +233,7 @@ def test_cream_round_uses_consistency_as_the_soft_label(tiny_model, tmp_path, va
 def test_scir_round_keeps_agreed_pairs_for_dpo(tiny_model, tmp_path, judge_format):
     """SCIR: candidate pairs, P_J (judge) and P_I = σ(r1 − r2) (implicit vs the pre-SFT base), DPO weight 1
     exactly where they agree; the trainer logs the SCIR terms."""
-    from selfalign.data.scir_pairs import agreement, implicit_preference
+    from selfalign.methods.scir import agreement, implicit_preference
 
     raw = tiny_recipe(tiny_model, **{
         "prompts.train_per_round": 4, "prompts.eval_prompts": 4, "generation.samples_per_prompt": 3,
@@ -244,7 +244,7 @@ def test_scir_round_keeps_agreed_pairs_for_dpo(tiny_model, tmp_path, judge_forma
                                              "pairwise_template": "{prompt}|{response_a}|{response_b}|Better:"},
         "tracking.wandb.enabled": False,
     })
-    summary = Engine(recipe_from_dict(raw), tmp_path).run_all()
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
     pairs = read_jsonl(tmp_path / "round_1/pairs.jsonl")
     info = summary["rounds"][1]["pairs"]
     assert info["candidates"] == 4 * 3 == len(pairs)  # C(3, 2) per prompt, regularize: all
@@ -274,7 +274,7 @@ def test_osp_labels_and_length_control(tiny_model, tmp_path):
             "pairs.reward": "judge", "pairs.rule": rule, "pairs.label": "judge_strength",
             "tracking.wandb.enabled": False, **extra})
         out = tmp_path / rule
-        Engine(recipe_from_dict(raw), out).run_all()
+        pipeline.run(recipe_from_dict(raw), out)
         rewards = read_jsonl(out / "round_1/rewards.jsonl")
         probs = {(r["prompt_id"], r["sample"]): torch.tensor(r["details"]["judge"]["score_probs"]) for r in rewards}
         pairs = read_jsonl(out / "round_1/pairs.jsonl")
@@ -287,3 +287,47 @@ def test_osp_labels_and_length_control(tiny_model, tmp_path):
         for p in pairs:
             per_prompt[p["prompt_id"]] = per_prompt.get(p["prompt_id"], 0) + 1
         assert max(per_prompt.values()) <= (2 if rule == "all_pairs" else 1)
+
+
+def test_any_registered_reward_ranks_the_samples(tiny_model, tmp_path):
+    """A reward GRPO and best-of-N use (self-certainty) ranks DPO's samples: pairs.reward names it, every sample is
+    scored by it and by the other configured rewards, and the pairs are its best vs worst."""
+    raw = tiny_recipe(tiny_model, **{"prompts.train_per_round": 4, "prompts.eval_prompts": 4,
+                                     "rewards": {"self_certainty": {}, "ptrue": {}, "repetition": {"ngram": 2},
+                                                 "length": {}},
+                                     "pairs.reward": "self_certainty", "tracking.wandb.enabled": False})
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
+    rewards = read_jsonl(tmp_path / "round_1/rewards.jsonl")
+    assert all(set(r["scores"]) == {"self_certainty", "ptrue", "repetition", "length"} for r in rewards)
+    assert all(0 < r["scores"]["ptrue"] < 1 and -1 <= r["scores"]["length"] < 0 for r in rewards)
+    by_key = {(r["prompt_id"], r["sample"]): r["scores"]["self_certainty"] for r in rewards}
+    pairs = read_jsonl(tmp_path / "round_1/pairs.jsonl")
+    assert pairs
+    for p in pairs:
+        group = [v for (pid, _), v in by_key.items() if pid == p["prompt_id"]]
+        assert by_key[p["prompt_id"], p["chosen_sample"]] == max(group)
+        assert by_key[p["prompt_id"], p["rejected_sample"]] == min(group)
+    assert "self_certainty_pairwise_accuracy" in summary["rounds"][1]["rewards"]  # None: no right sample here
+    assert summary["rounds"][1]["train"]["steps"] >= 1
+
+
+def test_a_run_started_before_new_recipe_keys_resumes(one_round, tmp_path):
+    """recipe.yaml of a run written before a reward or option was added lacks those keys: it still resumes (the
+    saved recipe is read with today's defaults), and a real difference is still refused."""
+    import shutil
+
+    from selfalign.config import ConfigError
+
+    out = tmp_path / "run"
+    shutil.copytree(one_round[0], out)
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    for name in ("self_certainty", "ptrue", "repetition", "length"):
+        saved["rewards"].pop(name)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("round_*/*.jsonl")}
+    pipeline.run(recipe_from_dict(saved), out)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("round_*/*.jsonl")} == mtimes
+    saved["rewards"]["majority"] = {}
+    with pytest.raises(ConfigError, match=r"different recipe \(differs in: rewards\)"):
+        pipeline.run(recipe_from_dict(yaml.safe_load((out / "recipe.yaml").read_text())
+                                      | {"rewards": saved["rewards"]}), out)

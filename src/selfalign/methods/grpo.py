@@ -1,0 +1,163 @@
+"""GRPO with internal rewards: TRL's `GRPOTrainer` on a round's prompts, rewarded by `train.grpo_rewards`.
+
+Shao et al. 2024 (DeepSeekMath), https://arxiv.org/abs/2402.03300: "GRPO foregoes the critic model, instead
+estimating the baseline from group scores". For each prompt the policy samples a group of G completions
+online (G = generation.samples_per_prompt, with generation's temperature, top-p and max_new_tokens); each gets
+the weighted sum r = Σ_k w_k r_k of its reward terms (any registered reward, through
+`trainers/reward_functions.py`: the model's own rewards, computed with the live policy); its advantage is r minus
+the group's mean (over the group's std, TRL's default).
+
+Round t: the policy starts as M_{t-1} (full fine-tuning, or a LoRA adapter on it). The reference is M_{t-1}
+too, and exists only when train.grpo.beta > 0 (TRL's default is 0, no KL term): with LoRA it is the policy
+with the adapter disabled, with full fine-tuning TRL loads it from the directory M_{t-1} was loaded from.
+Every completion the trainer samples is kept with its rewards (`trainer.rollouts`), so the round can log how
+long and how repetitive they were.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from selfalign.artifacts import write_jsonl
+from selfalign.config import ConfigError, did_you_mean
+from selfalign.data.prompts import train_rows
+from selfalign.methods.base import Method
+from selfalign.rewards.repetition import completion_stats
+
+# trl.GRPOConfig fields a recipe sets through its typed keys (each setting has one place).
+_GRPO_MANAGED = {
+    "num_generations": "generation.samples_per_prompt", "temperature": "generation.temperature",
+    "top_p": "generation.top_p", "max_completion_length": "generation.max_new_tokens",
+    "reward_weights": "train.grpo_rewards[].weight", "learning_rate": "train.learning_rate",
+    "num_train_epochs": "train.epochs", "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "lr_scheduler_type": "train.lr_scheduler_type", "warmup_steps": "train.warmup_steps", "seed": "seed",
+    "output_dir": "the run directory",
+}
+
+
+class GRPO(Method):
+    where = "train.algorithm"  # the recipe key its errors name
+    name = "grpo"
+    title = "GRPO"
+    algorithm = "grpo"
+    stages = ("train", "eval")  # GRPO samples and rewards online, inside its train stage
+
+    @classmethod
+    def active(cls, recipe) -> bool:
+        return recipe.train.algorithm == "grpo"
+
+
+    def roles(self) -> set[str]:
+        return {"algorithm"}
+
+    def check(self) -> None:
+        """Its reward terms, its passthrough keys, and generation batches of whole prompt groups."""
+        recipe = self.recipe
+        train, g = recipe.train, recipe.generation
+        if train.dpo:
+            raise ConfigError("train.dpo: DPOConfig settings; with train.algorithm grpo use train.grpo")
+        if train.max_length is not None:
+            raise ConfigError("train.max_length: DPO only; GRPO's completions end at generation.max_new_tokens")
+        if g.stop:
+            raise ConfigError("generation.stop: not supported with train.algorithm grpo (TRL's sampler stops at EOS)")
+        if g.backend != "transformers":
+            raise ConfigError("generation.backend: GRPO samples inside TRL; for vLLM set train.grpo.use_vllm: true")
+        if g.samples_per_prompt < 2:
+            raise ConfigError("generation.samples_per_prompt: GRPO needs >= 2 completions per prompt (one group)")
+        if g.temperature == 0:
+            raise ConfigError("generation.temperature: GRPO samples its groups; 0 (greedy) is not allowed")
+        if recipe.rounds > 0 and not train.grpo_rewards:
+            raise ConfigError("train.grpo_rewards: GRPO needs at least one reward, e.g. [{source: self_certainty}]")
+        import dataclasses
+
+        from trl import GRPOConfig
+
+        allowed = {f.name for f in dataclasses.fields(GRPOConfig)}
+        for key in train.grpo:
+            if key in _GRPO_MANAGED:
+                raise ConfigError(f"train.grpo.{key}: set by {_GRPO_MANAGED[key]}; set it there")
+            if key not in allowed:
+                raise ConfigError(f"train.grpo.{key}: not a trl.GRPOConfig field{did_you_mean(key, sorted(allowed))}")
+        from selfalign.trainers.reward_functions import check_term
+
+        for k, term in enumerate(train.grpo_rewards):
+            where = f"train.grpo_rewards[{k}]"
+            if term.source in [s.source for s in train.grpo_rewards[:k]]:
+                raise ConfigError(f"{where}.source: {term.source!r} is listed twice")
+            check_term(term, recipe.rewards, where)
+        # One generation batch (per process) must hold whole groups, and the round must have prompts for one batch.
+        gen_batch, steps = train.grpo.get("generation_batch_size"), train.grpo.get("steps_per_generation")
+        if gen_batch is not None and steps is not None:
+            raise ConfigError("train.grpo.steps_per_generation: set it or train.grpo.generation_batch_size, not both")
+        if gen_batch is None:
+            steps_key = "train.grpo.steps_per_generation" if steps is not None else "train.gradient_accumulation_steps"
+            where = f"train.batch_size × {steps_key}"
+            size = train.batch_size * (steps or train.gradient_accumulation_steps)
+        else:
+            where, size = "train.grpo.generation_batch_size", gen_batch
+        if not isinstance(size, int):
+            return  # TRL reports its own type errors
+        if size % g.samples_per_prompt:
+            raise ConfigError(f"{where.split(' ')[0]}: {where} = {size} completions per generation batch is not a "
+                              f"multiple of generation.samples_per_prompt = {g.samples_per_prompt}")
+        if recipe.rounds > 0 and size // g.samples_per_prompt > recipe.prompts.train_per_round:
+            raise ConfigError(f"prompts.train_per_round: {recipe.prompts.train_per_round} prompts cannot fill one GRPO "
+                              f"generation batch of {size // g.samples_per_prompt} prompts ({where} = {size} "
+                              f"completions / {g.samples_per_prompt}); raise it or lower train.batch_size")
+
+    def train(self, ctx, t):
+        """GRPO from M_{t-1} on the round's prompts, sampling and rewarding online; writes rollouts.jsonl: every
+        sampled completion with its rewards."""
+        from selfalign.trainers.grpo import train_grpo
+
+        rows = train_rows(self.recipe.prompts, t, ctx.store.tokenizer)
+        policy = ctx.store.load(t - 1)
+        trainer = train_grpo(policy, ctx.store.tokenizer, rows, self.recipe, ctx.run.round_dir(t) / "trainer",
+                             self.recipe.seed + t)
+        if ctx.main:
+            write_jsonl(ctx.run.round_dir(t) / "rollouts.jsonl", trainer.rollouts)
+        return trainer, {**grpo_train_stats(trainer.state.log_history), **rollout_stats(trainer.rollouts)}
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def grpo_train_stats(log_history: list[dict]) -> dict:
+    """From TRL's log: steps; loss, KL to the reference (beta > 0) and reward (total, and `reward_<name>` per term)
+    as the round's mean, first and last step; entropy and the share of zero-std groups (no signal) as means."""
+    steps = [h for h in log_history if "loss" in h]
+    stats: dict = {"steps": len(steps)}
+    if not steps:
+        return stats
+    trends = {"loss": "loss", "reward": "reward", "kl": "kl"}
+    trends.update({k: "reward_" + k.split("/")[1] for k in steps[0]
+                   if k.startswith("rewards/") and k.endswith("/mean")})
+    for key in (*trends, "entropy", "frac_reward_zero_std"):
+        values = [h[key] for h in steps if isinstance(h.get(key), int | float) and not math.isnan(h[key])]
+        if not values:
+            continue
+        name = trends.get(key, key)
+        stats[name] = _mean(values)
+        if key in trends:
+            stats[f"{name}_first"], stats[f"{name}_last"] = values[0], values[-1]
+    return stats
+
+
+def rollout_stats(rollouts: list[dict], n: int = 4) -> dict:
+    """Length and repetition (rewards/repetition.py) of the round's sampled completions, and their accuracy where
+    measured; `rollout_*` over the round, `rollout_*_last` over the last generation batch (where a drift to
+    degenerate text shows first)."""
+    if not rollouts:
+        return {}
+    last_step = max(r["step"] for r in rollouts)
+    stats: dict = {}
+    for suffix, part in (("", rollouts), ("_last", [r for r in rollouts if r["step"] == last_step])):
+        s = completion_stats([r["token_ids"] for r in part], [r["response"] for r in part],
+                             [r["prompt_id"] for r in part], [r["finish_reason"] == "length" for r in part], n)
+        if all("correct" in r for r in part):
+            s["accuracy"] = _mean([float(r["correct"]) for r in part])
+        stats.update({f"rollout_{k}{suffix}": v for k, v in s.items()})
+    return stats

@@ -1,0 +1,137 @@
+"""The recipe: the core sections (`selfalign.config`), one `rewards` entry per registered reward
+(`selfalign.rewards.REWARDS`) and one section per method that has one (`selfalign.methods.METHODS`), loaded from
+YAML with `--set` overrides and checked as a whole.
+
+Every mistake is one `ConfigError` line naming the file, the key path and what is allowed, e.g.
+
+    recipes/x.yaml: generation.temprature: unknown key; did you mean 'temperature'?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field, make_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfalign import methods
+from selfalign.config import (
+    ConfigError,
+    EvalConfig,
+    GenerationConfig,
+    ModelConfig,
+    PairsConfig,
+    PromptsConfig,
+    SeedSFTConfig,
+    TrackingConfig,
+    TrainConfig,
+    apply_override,
+    build,
+    load_yaml,
+    opt,
+    to_dict,
+)
+from selfalign.rewards import REWARDS
+from selfalign.rewards.judge import JudgeConfig
+
+
+def _enabled(self) -> list[str]:
+    """The names of the configured rewards, in registry order."""
+    return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+
+#: `rewards:` of a recipe: each registered reward's options, or null (off)
+RewardsConfig = make_dataclass(
+    "RewardsConfig", [(name, spec.config | None, field(default=None)) for name, spec in REWARDS.items()],
+    namespace={"enabled": _enabled, "__doc__": "Each registered reward's options (null: not scored)."})
+
+#: a whole recipe: the core sections, the rewards, and each method's section (null: the method is off)
+Recipe = make_dataclass("Recipe", [
+    ("model", ModelConfig, field(default_factory=ModelConfig)),
+    ("seed", int, field(default=0)),
+    ("rounds", int, opt(3, lo=0)),
+    ("prompts", PromptsConfig, field(default_factory=PromptsConfig)),
+    ("seed_sft", SeedSFTConfig, field(default_factory=SeedSFTConfig)),
+    ("generation", GenerationConfig, field(default_factory=GenerationConfig)),
+    ("rewards", RewardsConfig, field(default_factory=lambda: RewardsConfig(judge=JudgeConfig()))),
+    *[(key, cfg | None, field(default=None)) for key, cfg in methods.sections()],
+    ("pairs", PairsConfig, field(default_factory=PairsConfig)),
+    ("train", TrainConfig, field(default_factory=TrainConfig)),
+    ("eval", EvalConfig, field(default_factory=EvalConfig)),
+    ("tracking", TrackingConfig, field(default_factory=TrackingConfig)),
+], namespace={"__doc__": "A recipe: what one run does, round after round (README, 'Recipe keys')."})
+
+
+_VLLM_MANAGED = {"model": "model.path", "tokenizer": "model.path", "tensor_parallel_size":
+                 "generation.tensor_parallel_size", "seed": "seed", "dtype": "model.dtype",
+                 "trust_remote_code": "model.trust_remote_code", "revision": "model.revision"}
+
+
+def _vllm_checks(g: GenerationConfig) -> None:
+    if g.backend != "vllm":
+        if g.vllm or g.tensor_parallel_size != 1:
+            key = "generation.vllm" if g.vllm else "generation.tensor_parallel_size"
+            raise ConfigError(f"{key}: applies to generation.backend vllm only")
+        return
+    for key in g.vllm:
+        if key in _VLLM_MANAGED:
+            raise ConfigError(f"generation.vllm.{key}: set by {_VLLM_MANAGED[key]}; set it there")
+
+
+def check(recipe: Any) -> methods.Methods:
+    """Everything about the recipe as a whole; returns its resolved methods."""
+    _vllm_checks(recipe.generation)
+    for name in recipe.rewards.enabled():
+        spec = REWARDS[name]
+        if spec.check is not None:
+            spec.check(getattr(recipe.rewards, name), f"rewards.{name}")
+    resolved = methods.resolve(recipe)
+    dpo = recipe.train.algorithm == "dpo"
+    enabled = recipe.rewards.enabled()
+    if dpo and recipe.rounds > 0 and resolved.pairs.uses_pairs_reward and recipe.pairs.reward not in enabled:
+        allowed = ", ".join(enabled) or "none configured"
+        raise ConfigError(f"pairs.reward: {recipe.pairs.reward!r} is not a configured reward; configured: {allowed}")
+    if dpo and recipe.generation.samples_per_prompt < 2 and recipe.rounds > 0:
+        raise ConfigError("generation.samples_per_prompt: must be >= 2 to build preference pairs")
+    if recipe.seed_sft.enabled and not (recipe.seed_sft.data or recipe.seed_sft.judge_data):
+        raise ConfigError("seed_sft: enabled but neither seed_sft.data nor seed_sft.judge_data is set")
+    return resolved
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Read, override and validate a recipe; raises ConfigError with a one-line message."""
+    return recipe_from_dict(load_yaml(path), overrides, source=str(path))
+
+
+def recipe_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "recipe") -> Any:
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy
+    for assignment in overrides:
+        try:
+            apply_override(raw, assignment)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    try:
+        recipe = build(Recipe, raw)
+        check(recipe)
+    except ConfigError as e:
+        failed = str(e).split(":", 1)[0]
+        set_keys = [a.split("=", 1)[0].strip() for a in overrides]
+        from_set = any(failed == k or failed.startswith(k + ".") or k.startswith(failed + ".") for k in set_keys)
+        origin = " (from --set)" if from_set else ""
+        raise ConfigError(f"{source}: {e}{origin}") from None
+    return recipe
+
+
+def dump_recipe(recipe: Any) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False)
+
+
+def recipe_differences(recipe: Any, saved: dict, source: str,
+                       ignore: tuple[str, ...] = ("rounds", "tracking")) -> list[str]:
+    """The top-level keys in which `recipe` differs from a saved one (read with today's defaults, so keys added
+    since it was written do not count), other than `ignore`."""
+    old = to_dict(recipe_from_dict(saved, source=source))
+    new = to_dict(recipe)
+    return [k for k in new if k not in ignore and new[k] != old.get(k)]

@@ -1,0 +1,47 @@
+"""Pairs: each prompt's scored samples become preference pairs (pairs.jsonl), built by the method that builds
+pairs (DPO's best-vs-worst by default), labelled by the method that sets labels, then given the per-token columns
+methods add. Ground truth, where the prompts have it, only measures how often the chosen and the rejected response
+are right."""
+
+from __future__ import annotations
+
+import statistics
+
+from selfalign.artifacts import read_jsonl, write_jsonl
+from selfalign.context import RoundContext
+from selfalign.rewards.verifier import is_correct
+from selfalign.rows import groups as make_groups
+
+
+def run(ctx: RoundContext, t: int):
+    from selfalign.trainers.token_dpo import check_token_columns
+
+    gens = read_jsonl(ctx.run.round_dir(t) / "generations.jsonl")
+    groups = make_groups(gens, read_jsonl(ctx.run.round_dir(t) / "rewards.jsonl"))
+    pairs, info = ctx.methods.pairs.build_pairs(ctx, t, groups)
+    for method in ctx.methods:
+        info.update(method.label_pairs(ctx, t, groups, pairs))
+    info.update(pair_stats(groups, pairs))
+    for method in ctx.methods:
+        info.update(method.annotate_pairs(ctx, t, groups, pairs))
+    check_token_columns(ctx.store.tokenizer, pairs, f"round {t} pairs")  # never train on shifted token values
+    path = ctx.run.round_dir(t) / "pairs.jsonl"
+    if ctx.main:
+        write_jsonl(path, pairs)
+    return path, info
+
+
+def pair_stats(groups: dict, pairs: list[dict]) -> dict:
+    """Of the pairs DPO trains on (weight > 0): how often the chosen / rejected response is right (ground truth,
+    when every prompt has it) and their mean length in characters."""
+    info: dict = {}
+    trained = [q for q in pairs if q.get("weight", 1.0) > 0]
+    if trained and all(grp["row"]["answer"] is not None for grp in groups.values()):
+        right = [(is_correct(groups[q["prompt_id"]]["row"], q["chosen"]),
+                  is_correct(groups[q["prompt_id"]]["row"], q["rejected"])) for q in trained]
+        info["chosen_correct"] = sum(c for c, _ in right) / len(right)
+        info["rejected_correct"] = sum(r for _, r in right) / len(right)
+    if pairs:
+        info["chosen_chars"] = statistics.fmean(len(q["chosen"]) for q in trained) if trained else None
+        info["rejected_chars"] = statistics.fmean(len(q["rejected"]) for q in trained) if trained else None
+    return info

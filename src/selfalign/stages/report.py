@@ -1,0 +1,58 @@
+"""Report: round t's summary.json entry, its metrics.jsonl line / W&B point, its console row and a W&B table of
+sampled responses (main process; idempotent on resume, so a resumed run logs each round once)."""
+
+from __future__ import annotations
+
+from selfalign.artifacts import read_json, read_jsonl, write_json
+from selfalign.context import RoundContext
+
+_SECTIONS = {"generate": "generation", "reward": "rewards", "pairs": "pairs", "train": "train", "seed_sft": "seed_sft"}
+
+
+def run(ctx: RoundContext, t: int) -> None:
+    if not ctx.main:
+        return
+    run_dir = ctx.run
+    summary = read_json(run_dir.summary_path) if run_dir.summary_path.exists() else {"rounds": []}
+    entry: dict = {"round": t, "eval": read_json(run_dir.round_dir(t) / "eval.json")}
+    stages = ("seed_sft", "eval") if t == 0 else ctx.methods.stages
+    seconds = {s: run_dir.stage_info(t, s)["seconds"] for s in stages if run_dir.is_done(t, s)}
+    for s, section in _SECTIONS.items():
+        if run_dir.is_done(t, s):
+            info = run_dir.stage_info(t, s)
+            entry[section] = {k: v for k, v in info.items() if not k.startswith("peak_")
+                              and k not in ("finished_at", "seconds", "artifact", "sha256")}
+    entry["seconds"] = seconds
+    entry["peak_rss_mb"] = {s: run_dir.stage_info(t, s).get("peak_rss_mb") for s in seconds}  # per process
+    summary["rounds"] = [r for r in summary["rounds"] if r["round"] != t] + [entry]
+    summary["rounds"].sort(key=lambda r: r["round"])
+    write_json(run_dir.summary_path, summary)
+
+    flat: dict = {f"eval/{k}": v for k, v in entry["eval"].items()}
+    for section, prefix in (("rewards", "reward"), ("pairs", "pairs"), ("train", "train")):
+        flat.update({f"{prefix}/{k}": v for k, v in entry.get(section, {}).items()
+                     if isinstance(v, int | float) and not isinstance(v, bool)})
+    flat.update({f"time/{k}": v for k, v in seconds.items()})
+    flat["time/round"] = sum(seconds.values())
+    flat.update({f"memory/{s}_peak_rss_mb": max(v) for s, v in entry["peak_rss_mb"].items() if v})
+    if run_dir.get("reported_round", -1) < t:
+        ctx.tracker.log(t, flat)
+        ctx.tracker.log_samples(t, sample_table(ctx, t))
+        run_dir.set("reported_round", t)
+    ctx.tracker.console_row({"round": t, **flat})
+
+
+def sample_table(ctx: RoundContext, t: int) -> list[dict]:
+    """Responses of round t with their scores: its last rollouts when it sampled online (GRPO, what the policy
+    writes at its end), else its first generations."""
+    n, round_dir = ctx.recipe.tracking.log_samples, ctx.run.round_dir(t)
+    if t == 0 or n == 0:
+        return []
+    if (round_dir / "rollouts.jsonl").exists():
+        return [{"prompt": r["prompt"], "response": r["response"],
+                 **{f"score/{k}": v for k, v in r["scores"].items()}}
+                for r in read_jsonl(round_dir / "rollouts.jsonl")[-n:]]
+    gens = read_jsonl(round_dir / "generations.jsonl")[:n]
+    rewards = read_jsonl(round_dir / "rewards.jsonl")[:n]
+    return [{"prompt": g["prompt"], "response": g["response"],
+             **{f"score/{k}": v for k, v in r["scores"].items()}} for g, r in zip(gens, rewards, strict=True)]
