@@ -103,3 +103,48 @@ def test_implicit_preference_and_agreement():
     assert agreement(0.7, 0.6) == 1 and agreement(0.3, 0.2) == -1 and agreement(0.7, 0.4) == 0
     assert agreement(0.7, 0.5) == 0  # an implicit reward with no opinion never agrees
     assert agreement(0.7, 0.55, margin=0.1) == 0 and agreement(0.7, 0.65, margin=0.1) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the judge's score distribution over its template's range (OSP, SCIR pointwise)
+
+
+def test_score_distribution_over_the_template_range():
+    from selfalign.rewards.judge import SANDBOX_SCORES, SRLM_SCORES, score_distribution
+
+    # generate mode: shares of the parsed scores; 0 is a score of the srlm range
+    d = score_distribution({"parsed": [0, 5, None, 5]}, SRLM_SCORES)
+    assert d.tolist() == pytest.approx([1 / 3, 0, 0, 0, 0, 2 / 3])
+    d = score_distribution({"parsed": [1, 5, None]}, SANDBOX_SCORES)
+    assert d.tolist() == pytest.approx([0.5, 0, 0, 0, 0.5])
+    assert score_distribution({"parsed": [None, None]}, SRLM_SCORES) is None
+    assert score_distribution({}, SANDBOX_SCORES) is None
+    # expected mode: the stored softmax
+    probs = [0.1, 0.0, 0.2, 0.3, 0.0, 0.4]
+    assert score_distribution({"score_probs": probs}, SRLM_SCORES).tolist() == probs
+    # details from a judge with another range are refused
+    with pytest.raises(ValueError, match="6 score probabilities for the 5 scores"):
+        score_distribution({"score_probs": probs}, SANDBOX_SCORES)
+    with pytest.raises(ValueError, match="not all in"):
+        score_distribution({"parsed": [0, 3]}, SANDBOX_SCORES)
+
+
+def test_osp_label_from_judgments_that_score_0():
+    from types import SimpleNamespace
+
+    from selfalign.methods.osp import OSP
+    from selfalign.rewards.judge import JudgeConfig
+
+    groups = {"p": {"samples": [
+        {"details": {"judge": {"parsed": [4, 5, None]}}},  # shares: 4 → ½, 5 → ½
+        {"details": {"judge": {"parsed": [0, 4, 0]}}},  # 0 → ⅔, 4 → ⅓
+        {"details": {"judge": {"parsed": [None, None]}}},
+    ]}}
+    pairs = [{"prompt_id": "p", "chosen_sample": 0, "rejected_sample": 1},
+             {"prompt_id": "p", "chosen_sample": 0, "rejected_sample": 2}]
+    recipe = SimpleNamespace(rewards=SimpleNamespace(judge=JudgeConfig(template="srlm")))
+    stats = OSP(recipe).label_pairs(None, 1, groups, pairs)
+    # P(S0 > S1) + ½P(=): S0 = 4 beats 0 (½·⅔), ties 4 (½·⅓·½); S0 = 5 beats both (½) → ⅓ + 1/12 + ½ = 11/12
+    assert pairs[0]["label"] == pytest.approx(11 / 12)
+    assert "label" not in pairs[1]  # the rejected sample has no parsed judgment: the hard label stays
+    assert stats == {"label_mean": pytest.approx(11 / 12), "label_missing": 1}

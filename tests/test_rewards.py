@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from selfalign.rewards.implicit import implicit_reward
-from selfalign.rewards.judge import JudgeConfig, JudgeReward, expected_score, mean_score, parse_score
+from selfalign.rewards.judge import (
+    SANDBOX_SCORES,
+    SRLM_SCORES,
+    JudgeConfig,
+    JudgeReward,
+    expected_score,
+    mean_score,
+    parse_score,
+    score_range,
+)
 from selfalign.rewards.likelihood import sequence_score
 from selfalign.rewards.verifier import VerifierReward, extract_answer, is_correct
 from selfalign.scoring import token_logprobs
@@ -29,14 +38,81 @@ from selfalign.stages.reward import pairwise_accuracy as judge_pairwise_accuracy
     ("Score: 1.", 1),
     ("no score here", None),
     ("", None),
+    ("Score: 0", 0),  # the additive rubric gives 0 points to a response meeting no criterion
     ("Score: 7", None),  # out of range
-    ("Score: 0", None),
-    ("Score: 45", None),  # not a single digit
-    ("score: 4", None),  # case-sensitive
+    ("Score: 45", None),  # not a score of the range
+    ("Score: 05", None),  # not written as a score
+    ("Score: 4a", None),  # the number runs into a word
+    ("Score: -3", None),
     ("Score: 3 ... Score: 9", 3),  # the out-of-range one is not a score, so the last valid one counts
+    ("score: 4", 4),  # any case
+    ("SCORE: 4", 4),
+    ("Final score: 2", 2),
+    ("Score: **4**", 4),  # markdown
+    ("**Score:** 4", 4),
+    ("**Score: 4**", 4),
+    ("**Score**: 4", 4),
+    ("*Score:* *3*", 3),
+    ("Score:\n\n**5**", 5),
+    ("Score: 4/5", 4),
+    ("Score: 4 / 5", 4),
+    ("Score: 4.5", 4),  # the integer part
+    ("Score: 4.9", 4),
+    ("Score: 0.5", 0),
+    ("Score: 4.5/5", 4),
+    ("**Score: 3**\nOn reflection, **Score:** 1", 1),
 ])
 def test_parse_score(text, expected):
-    assert parse_score(text) == expected
+    assert parse_score(text) == expected  # default: the srlm range 0..5
+    assert parse_score(text, SRLM_SCORES) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Score: 0", None),  # the sandbox judge scores 1..5
+    ("Score: 3 ... Score: 0", 3),
+    ("Score: 0.5", None),
+    ("Score: **4**", 4),
+    ("...|Score:2</s>", 2),
+    ("Score: 6", None),
+])
+def test_parse_score_sandbox_range(text, expected):
+    assert parse_score(text, SANDBOX_SCORES) == expected
+
+
+def old_sandbox_parse(text: str) -> int | None:
+    """The parser before issue 12 (case-sensitive `Score:\\s*([1-5])\\b`, the last match)."""
+    import re
+
+    found = re.findall(r"Score:\s*([1-5])\b", text)
+    return int(found[-1]) if found else None
+
+
+def test_parse_score_is_unchanged_on_sandbox_judgments():
+    """With the sandbox range, every judgment the sandbox judge is trained to write (correct and noisy ones, every
+    prefix of them as a cut-off generation would be) and random texts over its judgment alphabet parse as before."""
+    import random
+
+    from selfalign.sandbox import task as sandbox
+
+    rng = random.Random(0)
+    texts = []
+    for prompt, response in [("Q:12+34|S:", "12+34=46;A:46"), ("Q:47+38+15|S:", "47+38=86;86+15=101;A:101"),
+                             ("Q:47+38+15|S:", "junk"), ("Q:1+2|S:", "")]:
+        for judged in (sandbox.judgment(prompt, response), sandbox.noisy_judgment(prompt, response, rng)):
+            full = judged + "</s>"
+            texts += [full[:k] for k in range(len(full) + 1)]
+    pieces = ["Score:", "Score: ", "|", ";", "o", "n", "A:", "=", "+", "</s>", " ", "\n", ".", "/", "a", "_", "-",
+              "0", "1", "3", "5", "6", "9", "45", "4.5", "Score:\n"]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
+    assert sum(old_sandbox_parse(t) is not None for t in texts) > 150  # many texts hold a score
+    for t in texts:
+        assert parse_score(t, SANDBOX_SCORES) == old_sandbox_parse(t), t
+
+
+def test_score_range_of_each_template():
+    assert score_range(JudgeConfig(template="srlm")) == (0, 1, 2, 3, 4, 5)
+    assert score_range(JudgeConfig(template="sandbox")) == (1, 2, 3, 4, 5)
+    assert score_range(JudgeConfig(template="Rate {prompt} -> {response}")) == (0, 1, 2, 3, 4, 5)
 
 
 def test_mean_score():
@@ -47,21 +123,28 @@ def test_mean_score():
     assert mean_score([]) is None
 
 
-def test_expected_score_uniform_is_the_mean_of_1_to_5():
+def test_expected_score_uniform_is_the_mean_of_the_range():
     # softmax of equal logits is 1/5 each: (1 + 2 + 3 + 4 + 5) / 5 = 3
-    out = expected_score(torch.zeros(2, 5))
+    out = expected_score(torch.zeros(2, 5), SANDBOX_SCORES)
     assert out.shape == (2,)
     assert torch.allclose(out, torch.tensor([3.0, 3.0]))
+    # srlm range 0..5: 1/6 each, (0 + 1 + 2 + 3 + 4 + 5) / 6 = 2.5
+    assert torch.allclose(expected_score(torch.zeros(1, 6), SRLM_SCORES), torch.tensor([2.5]))
+    # logits (log 3, 0, 0, 0, 0, log 2) on 0..5: weights (3, 1, 1, 1, 1, 2) / 9 → (0 + 1 + 2 + 3 + 4 + 10) / 9 = 20/9
+    logits = torch.tensor([[math.log(3.0), 0.0, 0.0, 0.0, 0.0, math.log(2.0)]])
+    assert expected_score(logits, SRLM_SCORES).item() == pytest.approx(20 / 9, abs=1e-6)
+    with pytest.raises(ValueError, match="5 score logits for the 6 scores"):
+        expected_score(torch.zeros(1, 5), SRLM_SCORES)
 
 
 def test_expected_score_hand_computed():
     # logits [0, 0, 0, 0, log 3] → weights (1, 1, 1, 1, 3) / 7 → (1 + 2 + 3 + 4 + 5·3) / 7 = 25/7
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0, math.log(3.0)]])
-    assert expected_score(logits).item() == pytest.approx(25 / 7, abs=1e-6)
+    assert expected_score(logits, SANDBOX_SCORES).item() == pytest.approx(25 / 7, abs=1e-6)
     # logits [log 1, log 2, log 3, log 4, log 0.0001 ≈ -inf] → weights (1, 2, 3, 4) / 10 on scores 1..4:
     # (1·1 + 2·2 + 3·3 + 4·4) / 10 = 30 / 10 = 3.0
     logits = torch.tensor([[0.0, math.log(2), math.log(3), math.log(4), -1e9]])
-    assert expected_score(logits).item() == pytest.approx(3.0, abs=1e-6)
+    assert expected_score(logits, SANDBOX_SCORES).item() == pytest.approx(3.0, abs=1e-6)
 
 
 def test_expected_score_large_logits_are_stable():
@@ -69,14 +152,14 @@ def test_expected_score_large_logits_are_stable():
     logits = torch.tensor([[1000.0, 1000.0, 1000.0, 1000.0, 1000.0 + math.log(3.0)],
                            [5000.0, 0.0, 0.0, 0.0, 0.0],
                            [-1e4, -1e4, -1e4, -1e4, 1e4]])
-    out = expected_score(logits)
+    out = expected_score(logits, SANDBOX_SCORES)
     assert torch.isfinite(out).all()
     # float32 stores 1000 + log 3 only to ~6e-5, hence the tolerance on the first row
     assert out.tolist() == pytest.approx([25 / 7, 1.0, 5.0], abs=1e-4)
 
 
 def test_expected_score_half_precision_input_and_custom_scores():
-    out = expected_score(torch.zeros(1, 5, dtype=torch.bfloat16))
+    out = expected_score(torch.zeros(1, 5, dtype=torch.bfloat16), SANDBOX_SCORES)
     assert out.dtype == torch.float32 and out.item() == pytest.approx(3.0)
     # scores (0, 10) with logits (0, log 4): weights (1, 4) / 5 → 10·4/5 = 8
     assert expected_score(torch.tensor([[0.0, math.log(4.0)]]), scores=(0, 10)).item() == pytest.approx(8.0)
@@ -273,6 +356,63 @@ def test_judge_generate_mode_counts_parse_failures(model_and_tokenizer):
         assert d["parse_failures"] == 2
 
 
+def test_score_tokens_follow_the_template_range(model_and_tokenizer):
+    """The installed (sandbox character) tokenizer: every score digit, 0 included, is one token after the judge
+    prompt, and `expected` mode reads one logit per score of the template's range."""
+    _, tok = model_and_tokenizer
+    ctx = "Q:12+34|S:12+34=46;A:46|Score:"
+    for template, digits in [("sandbox", "12345"), ("srlm", "012345"), ("{prompt}{response}|Score:", "012345")]:
+        ids = JudgeReward(None, tok, JudgeConfig(mode="expected", template=template)).score_token_ids(ctx)
+        assert ids == [tok.convert_tokens_to_ids(d) for d in digits]
+        assert ids == [tok(ctx + d)["input_ids"][-1] for d in digits]
+        assert all(len(tok(ctx + d)["input_ids"]) == len(tok(ctx)["input_ids"]) + 1 for d in digits)
+    # after "Score: " (the chat prefix) too
+    ids = JudgeReward(None, tok, JudgeConfig(mode="expected", template="srlm")).score_token_ids(ctx + " ")
+    assert tok.convert_ids_to_tokens(ids) == list("012345")
+
+
+def test_judge_expected_mode_with_a_custom_template_reads_0_to_5(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    rows, responses = sandbox_rows(), ["12+34=46;A:46", "47+38=85;85+15=1"]
+    cfg = JudgeConfig(mode="expected", template="{prompt}{response}|J:", expected_template="{prompt}{response}|Score:",
+                      batch_size=2)
+    judge = JudgeReward(model, tok, cfg)
+    out = judge.score(rows, responses)
+    prompts = judge.judge_prompts(rows, responses, expected=True)
+    for s, d, prompt in zip(out.scores, out.details, prompts, strict=True):
+        probs = d["score_probs"]
+        assert len(probs) == 6
+        assert s == pytest.approx(sum(k * p for k, p in zip(range(6), probs, strict=True)), abs=1e-3)
+        # by hand: the softmax over the logits of "0".."5" at the last position, Σ k·p(k)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([tok(prompt)["input_ids"]])).logits[0, -1]
+        p = torch.softmax(logits[[tok.convert_tokens_to_ids(k) for k in "012345"]], dim=-1)
+        assert probs == pytest.approx(p.tolist(), abs=1e-4)
+        assert s == pytest.approx(float((p * torch.arange(6.0)).sum()), abs=1e-5)
+
+
+@pytest.mark.parametrize(("template", "parsed", "score"), [
+    ("srlm", [0, 4, None], 2.0),  # (0 + 4) / 2; "Score: 9" fails
+    ("sandbox", [None, 4, None], 4.0),  # 0 is not a sandbox score
+])
+def test_judge_generate_mode_parses_the_template_range(model_and_tokenizer, monkeypatch, template, parsed, score):
+    from selfalign.generation import Sample
+    from selfalign.rewards import judge as judge_module
+
+    _, tok = model_and_tokenizer
+    texts = ["No criterion met. Score: 0", "**Score:** 4", "Score: 9"]
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        assert kwargs["num_samples"] == 3
+        return [[Sample(text=t, token_ids=[], logprobs=[], finish_reason="eos") for t in texts] for _ in prompts]
+
+    monkeypatch.setattr(judge_module, "generate", fake_generate)
+    judge = JudgeReward(None, tok, JudgeConfig(mode="generate", template=template, num_judgments=3))
+    out = judge.score(sandbox_rows()[:1], ["12+34=46;A:46"])
+    assert out.scores == [score]
+    assert out.details == [{"judgments": texts, "parsed": parsed, "parse_failures": parsed.count(None)}]
+
+
 def test_majority_agreement_scores_by_prompt():
     from selfalign.rewards.majority import MajorityReward, agreement_scores
 
@@ -281,3 +421,23 @@ def test_majority_agreement_scores_by_prompt():
     rows = [{"id": "a", "prompt": "Q:1+2|S:"}] * 3 + [{"id": "b", "prompt": "Q:2+2|S:"}] * 2
     out = MajorityReward().score(rows, ["1+2=3;A:3", "1+2=4;A:4", "1+2=3;A:3", "2+2=4;A:4", "2+2=5;A:5"])
     assert out.scores == pytest.approx([2 / 3, 1 / 3, 2 / 3, 0.5, 0.5])
+
+
+def test_expected_mode_without_a_chat_template_asks_for_the_score(tiny_model):
+    """A tokenizer without a chat template: the SRLM rubric (or a custom template) is followed by "\\nScore: ", so
+    the next token is the score; a custom expected_template is taken as it is."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert not getattr(tok, "chat_template", None)
+    rows, responses = [{"prompt": "Q:1+2+3|S:", "prompt_text": "Q:1+2+3|S:"}], ["1+2=3;3+3=6;A:6"]
+    srlm = JudgeReward(None, tok, JudgeConfig(mode="expected", template="srlm"))
+    (prompt,) = srlm.judge_prompts(rows, responses, expected=True)
+    assert prompt.endswith("points based on the outlined criteria.\nScore: ")
+    (generate,) = srlm.judge_prompts(rows, responses, expected=False)
+    assert generate.endswith("outlined criteria.")
+    custom = JudgeReward(None, tok, JudgeConfig(mode="expected", template="{prompt}{response} rate:",
+                                                expected_template="{prompt}{response} rating="))
+    assert custom.judge_prompts(rows, responses, expected=True) == ["Q:1+2+3|S:1+2=3;3+3=6;A:6 rating="]
+    plain = JudgeReward(None, tok, JudgeConfig(mode="expected", template="{prompt}{response} rate:"))
+    assert plain.judge_prompts(rows, responses, expected=True) == ["Q:1+2+3|S:1+2=3;3+3=6;A:6 rate:\nScore: "]

@@ -141,3 +141,41 @@ def test_train_dpo_with_scir_logs_its_metrics(tiny_model, tmp_path):
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 4 and all("scir/p_judge" in h and "rewards/margins" in h for h in logged)
     assert train_stats(trainer.state.log_history)["steps"] == 4
+
+
+@pytest.mark.parametrize(("template", "probs", "expected"), [
+    # srlm, 0..5: y1 = 5 surely; y2 = 0 (½) or 5 (½): P(S1 > S2) + ½P(=) = ½ + ½·½ = 0.75
+    ("srlm", ([0, 0, 0, 0, 0, 1.0], [0.5, 0, 0, 0, 0, 0.5]), 0.75),
+    # sandbox, 1..5: y1 = 2 or 4 (½ each); y2 = 3 surely: ½
+    ("sandbox", ([0, 0.5, 0, 0.5, 0], [0, 0, 1.0, 0, 0]), 0.5),
+    # sandbox: y1 = 4 surely; y2 = 1 (¼) or 4 (¾): ¼ + ½·¾ = 0.625
+    ("sandbox", ([0, 0, 0, 1.0, 0], [0.25, 0, 0, 0.75, 0]), 0.625),
+])
+def test_pointwise_p_judge_reads_the_judges_score_range(template, probs, expected):
+    """SCIR's pointwise P_J from the two samples' score distributions over the judge template's range; a pair's
+    orientation comes from pairs.reward (here the judge score, y1 the higher)."""
+    from types import SimpleNamespace
+
+    from selfalign.methods.scir import SCIR, SCIRConfig
+    from selfalign.rewards.judge import JudgeConfig
+    from selfalign.sandbox.tokenizer import build_char_tokenizer
+
+    row = {"id": "0", "prompt": "Q:1+2|S:", "prompt_text": "Q:1+2|S:"}
+    samples = [{"response": f"1+2=3;A:{k}", "scores": {"implicit": r, "judge": s},
+                "details": {"judge": {"score_probs": p}}}
+               for k, (r, s, p) in enumerate([(0.3, 4.0, probs[0]), (0.1, 2.0, probs[1])])]
+    recipe = SimpleNamespace(
+        scir=SCIRConfig(judge_format="pointwise"),
+        pairs=SimpleNamespace(reward="judge", max_pairs_per_prompt=None),
+        rewards=SimpleNamespace(judge=JudgeConfig(mode="expected", template=template), implicit=SimpleNamespace()))
+    ctx = SimpleNamespace(store=SimpleNamespace(tokenizer=build_char_tokenizer()))
+    pairs, stats = SCIR(recipe).build_pairs(ctx, 1, {"p": {"row": row, "samples": samples}})
+    assert stats["candidates"] == 1
+    # implicit: σ(0.3 − 0.1) > 0.5 prefers y1, as the judge does when expected > 0.5
+    assert [(q["chosen_sample"], q["rejected_sample"]) for q in pairs] == [(0, 1)]
+    assert pairs[0]["p_judge"] == pytest.approx(expected)
+    # details from a judge of the other range are refused, not misread
+    other = [0.2] * 5 if len(probs[0]) == 6 else [1 / 6] * 6
+    samples[1]["details"]["judge"]["score_probs"] = other
+    with pytest.raises(ValueError, match="score probabilities for the"):
+        SCIR(recipe).build_pairs(ctx, 1, {"p": {"row": row, "samples": samples}})

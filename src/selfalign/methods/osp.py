@@ -9,7 +9,7 @@ import statistics
 
 from selfalign.config import ConfigError
 from selfalign.methods.base import Method
-from selfalign.rewards.judge import score_distribution
+from selfalign.rewards.judge import score_distribution, score_range
 from selfalign.rewards.preference import preference_strength
 
 
@@ -38,13 +38,13 @@ class OSP(Method):
         """label = the judge's P(chosen ≻ rejected): the pair's `p_judge` when its builder computed one (SCIR),
         else from the two samples' score distributions (`preference_strength`); a pair whose samples have no parsed
         judgment keeps the hard label."""
-        missing = 0
+        missing, scores = 0, score_range(self.recipe.rewards.judge)
         for q in pairs:
             if "p_judge" in q:
                 q["label"] = q["p_judge"]
                 continue
             samples = groups[q["prompt_id"]]["samples"]
-            pc, pr = (score_distribution(samples[q[k]]["details"].get("judge", {}))
+            pc, pr = (score_distribution(samples[q[k]]["details"].get("judge", {}), scores)
                       for k in ("chosen_sample", "rejected_sample"))
             if pc is None or pr is None:
                 missing += 1

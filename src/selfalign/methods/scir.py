@@ -19,7 +19,7 @@ from typing import Literal
 
 from selfalign.config import ConfigError, opt
 from selfalign.methods.base import Method
-from selfalign.rewards.judge import JudgeReward, score_distribution
+from selfalign.rewards.judge import JudgeReward, score_distribution, score_range
 from selfalign.rewards.pairwise_judge import PairwiseJudge
 from selfalign.rewards.preference import preference_strength
 
@@ -122,7 +122,9 @@ class SCIR(Method):
         if cfg.judge_format == "pointwise":
             judge = JudgeReward(None, tokenizer, judge_cfg)
             j1, j2 = judge.judge_prompts(rows, y1, expected=True), judge.judge_prompts(rows, y2, expected=True)
-            p_judge = [float(preference_strength(*(score_distribution(s["details"].get("judge", {})) for s in ab)))
+            scores = score_range(judge_cfg)
+            p_judge = [float(preference_strength(*(score_distribution(s["details"].get("judge", {}), scores)
+                                                   for s in ab)))
                        for ab in sample]
         else:
             judge = PairwiseJudge(tokenizer, cfg.pairwise_template, cfg.options)

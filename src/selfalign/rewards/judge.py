@@ -3,10 +3,16 @@
 Yuan et al. 2024, https://arxiv.org/abs/2401.10020: "the model acts as its own reward model ...
 via LLM-as-a-Judge prompting". Two modes:
 
-- `generate`: sample the judgment n times, parse `Score: <k>` from each, average the parsed scores
-  (unparseable judgments are dropped and counted).
-- `expected`: one forward pass at the score position, score = Σ_k k · p(k) with p renormalised
-  over the score tokens "1".."5".
+- `generate`: sample the judgment n times, parse `Score: <k>` from each (`parse_score`), average the parsed
+  scores (unparseable judgments are dropped and counted).
+- `expected`: one forward pass at the score position, score = Σ_k k · p(k) with p renormalised over the score
+  tokens of the template's range.
+
+Each template has its score range (`JudgeTemplate.scores`), used for parsing, for the score tokens of `expected`
+mode and for `score_distribution`: `srlm` 0–5 (the rubric *adds* up to five points, so a response that meets no
+criterion gets 0), `sandbox` 1–5 (the sandbox judge's scores, `selfalign.sandbox.task.SCORE_RE`), a custom template
+0–5 (the SRLM scale, which also covers a 1–5 rubric when parsing; in `expected` mode the "0" token is one of the
+options).
 """
 
 from __future__ import annotations
@@ -51,8 +57,13 @@ Remember to assess from the AI Assistant perspective, utilizing web search knowl
 evaluate the response in alignment with this additive scoring model, we'll systematically attribute \
 points based on the outlined criteria."""
 
-SCORE_RE = re.compile(r"Score:\s*([1-5])\b")
-SCORES = (1, 2, 3, 4, 5)
+#: "score" (any case), optional markdown `*` after it, ":", any whitespace and `*`, then an integer with an
+#: optional decimal part, ending at a word boundary (so "45" and "4a" are not 4, but "4.5", "4/5", "4**" give 4).
+#: The full rule is `parse_score`'s.
+SCORE_RE = re.compile(r"score\**:[\s*]*(\d+)(?:\.\d+)?\b", re.IGNORECASE)
+SRLM_SCORES = (0, 1, 2, 3, 4, 5)  # additive rubric: 0 to 5 points
+SANDBOX_SCORES = (1, 2, 3, 4, 5)  # the sandbox judge's scores (selfalign.sandbox.task.SCORE_RE)
+CUSTOM_SCORES = SRLM_SCORES  # a template given as text
 
 
 @dataclass
@@ -61,7 +72,9 @@ class JudgeConfig:
 
     mode: Literal["generate", "expected"] = "generate"
     template: str = "srlm"  # "srlm", "sandbox", or a template text with {prompt} and {response}
-    expected_template: str | None = None  # for `expected` with a custom template; default: template + "\nScore: "
+    # `expected` with a custom template: the text after which the score digit comes (with a chat template, then the
+    # reply "Score: "); default: the template, followed by the reply "Score: " (chat) or by "\nScore: " (plain text)
+    expected_template: str | None = None
     num_judgments: int = opt(3, lo=1)
     temperature: float = opt(0.7, lo=0.0)
     top_p: float = opt(0.9, lo=0.0, hi=1.0, lo_open=True)
@@ -74,19 +87,34 @@ class JudgeTemplate:
     generate: str  # with {prompt} and {response}; the model writes a judgment ending in "Score: k"
     expected: str  # the text after which the next token is the score digit
     chat: bool  # wrap the judge prompt in the model's chat template (as a user turn)
+    scores: tuple[int, ...] = CUSTOM_SCORES  # the template's score range, ascending
 
 
 TEMPLATES = {
-    "srlm": JudgeTemplate(SRLM_RUBRIC, SRLM_RUBRIC, chat=True),
-    "sandbox": JudgeTemplate(sandbox.JUDGE_TEMPLATE, sandbox.JUDGE_EXPECTED_TEMPLATE, chat=False),
+    "srlm": JudgeTemplate(SRLM_RUBRIC, SRLM_RUBRIC, chat=True, scores=SRLM_SCORES),
+    "sandbox": JudgeTemplate(sandbox.JUDGE_TEMPLATE, sandbox.JUDGE_EXPECTED_TEMPLATE, chat=False,
+                             scores=SANDBOX_SCORES),
 }
 _EXPECTED_PREFIX = "Score: "  # appended after a chat judge prompt (as the start of the reply) in `expected` mode
 
 
-def parse_score(judgment: str) -> int | None:
-    """The last `Score: k` (k in 1..5) of a judgment, or None."""
-    found = SCORE_RE.findall(judgment)
-    return int(found[-1]) if found else None
+def parse_score(judgment: str, scores: tuple[int, ...] = SRLM_SCORES) -> int | None:
+    """The last score of a judgment that is in `scores` (default: the SRLM range 0–5), or None.
+
+    The rule: every match of `SCORE_RE` is a candidate: the word "score" in any case, any number of markdown `*`,
+    ":", any whitespace (newlines too) and `*`, then a number whose integer part is the candidate: "4.5" and "4.9"
+    give 4, "4/5" and "4/10" give 4. A candidate counts only when its integer part is written exactly as a score of
+    the range ("05" is not 5, "45" not 4) and is not followed directly by a letter, digit or "_" ("4a" is not 4).
+    The last counting candidate is the score; candidates out of the range are skipped, so "Score: 3 ... Score: 9"
+    gives 3. Accepted forms include `Score: 4`, `score:4`, `SCORE: 4`, `Score: **4**`, `**Score:** 4`,
+    `**Score: 4**`, `**Score**: 4`, `Score: 4/5`, `Score: 4.5`.
+
+    On the sandbox judge's `...|Score:k` judgments (range 1–5) this is exactly the former case-sensitive
+    `Score:\\s*([1-5])\\b`; it differs only on texts with another case of "score" or with `*`.
+    """
+    written = {str(k): k for k in scores}
+    found = [written[m] for m in SCORE_RE.findall(judgment) if m in written]
+    return found[-1] if found else None
 
 
 def mean_score(parsed: list[int | None]) -> float | None:
@@ -95,17 +123,26 @@ def mean_score(parsed: list[int | None]) -> float | None:
     return sum(valid) / len(valid) if valid else None
 
 
-def score_distribution(detail: dict) -> torch.Tensor | None:
-    """The judge's distribution over the scores 1..5 of one sample, from its details: the softmax over the score
-    tokens (`expected` mode), or the shares of its parsed judgments (`generate` mode); None when none parsed."""
+def score_distribution(detail: dict, scores: tuple[int, ...]) -> torch.Tensor | None:
+    """The judge's distribution over `scores` (its template's range, `score_range`) of one sample, from its details:
+    the softmax over the score tokens (`expected` mode), or the shares of its parsed judgments (`generate` mode);
+    None when none parsed. A ValueError when the details hold another number of scores or a score out of the range
+    (they came from a judge with another range)."""
     if "score_probs" in detail:
+        if len(detail["score_probs"]) != len(scores):
+            raise ValueError(f"score_distribution: {len(detail['score_probs'])} score probabilities for the "
+                             f"{len(scores)} scores {scores}")
         return torch.tensor(detail["score_probs"], dtype=torch.float64)
     parsed = [s for s in detail.get("parsed", []) if s is not None]
-    return empirical_distribution(parsed, SCORES) if parsed else None
+    if any(s not in scores for s in parsed):
+        raise ValueError(f"score_distribution: parsed scores {parsed} are not all in {scores}")
+    return empirical_distribution(parsed, scores) if parsed else None
 
 
-def expected_score(score_logits: torch.Tensor, scores: tuple[int, ...] = SCORES) -> torch.Tensor:
-    """Σ_k k · softmax(score_logits)_k. Shape: (batch, len(scores)) → (batch,)."""
+def expected_score(score_logits: torch.Tensor, scores: tuple[int, ...]) -> torch.Tensor:
+    """Σ_k k · softmax(score_logits)_k over the score range `scores`. Shape: (batch, len(scores)) → (batch,)."""
+    if score_logits.shape[-1] != len(scores):
+        raise ValueError(f"expected_score: {score_logits.shape[-1]} score logits for the {len(scores)} scores {scores}")
     probs = torch.softmax(score_logits.float(), dim=-1)
     return probs @ torch.tensor(scores, dtype=probs.dtype, device=probs.device)
 
@@ -116,14 +153,23 @@ def check_template(cfg: JudgeConfig, where: str = "rewards.judge") -> None:
                           f"({', '.join(TEMPLATES)}) nor a text with {{prompt}} and {{response}}")
 
 
-def resolve_template(cfg: JudgeConfig, tokenizer) -> JudgeTemplate:
+def named_template(cfg: JudgeConfig) -> JudgeTemplate:
+    """The template of `cfg.template`: a named one, or the text (chat, range `CUSTOM_SCORES`)."""
     check_template(cfg)
     if cfg.template in TEMPLATES:
-        tpl = TEMPLATES[cfg.template]
-    else:
-        tpl = JudgeTemplate(cfg.template, cfg.expected_template or cfg.template, chat=True)
+        return TEMPLATES[cfg.template]
+    return JudgeTemplate(cfg.template, cfg.expected_template or cfg.template, chat=True, scores=CUSTOM_SCORES)
+
+
+def score_range(cfg: JudgeConfig) -> tuple[int, ...]:
+    """The scores the judge of `cfg` gives (its template's range), ascending."""
+    return named_template(cfg).scores
+
+
+def resolve_template(cfg: JudgeConfig, tokenizer) -> JudgeTemplate:
+    tpl = named_template(cfg)
     use_chat = tpl.chat and bool(getattr(tokenizer, "chat_template", None))
-    return JudgeTemplate(tpl.generate, tpl.expected, chat=use_chat)
+    return JudgeTemplate(tpl.generate, tpl.expected, chat=use_chat, scores=tpl.scores)
 
 
 class JudgeReward:
@@ -132,10 +178,13 @@ class JudgeReward:
     def __init__(self, model, tokenizer, cfg: JudgeConfig, seed: int = 0):
         self.model, self.tokenizer, self.cfg, self.seed = model, tokenizer, cfg, seed
         self.template = resolve_template(cfg, tokenizer)
+        self._own_expected = cfg.template not in TEMPLATES and cfg.expected_template is not None
 
     def _render(self, text: str, expected: bool) -> str:
         if not self.template.chat:
-            return text
+            # a template with no text of its own for `expected` (srlm, a custom one) asks for the score after it
+            ask = expected and self.template.expected == self.template.generate and not self._own_expected
+            return text + "\n" + _EXPECTED_PREFIX if ask else text
         rendered = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
         return rendered + _EXPECTED_PREFIX if expected else rendered
@@ -162,16 +211,16 @@ class JudgeReward:
                           with_logprobs=False)
         scores, details = [], []
         for samples in judged:
-            parsed = [parse_score(s.text) for s in samples]
+            parsed = [parse_score(s.text, self.template.scores) for s in samples]
             scores.append(mean_score(parsed))
             details.append({"judgments": [s.text for s in samples], "parsed": parsed,
                             "parse_failures": sum(p is None for p in parsed)})
         return RewardOutput(scores, details)
 
     def score_token_ids(self, context: str) -> list[int]:
-        """The token id of each score digit as it follows `context` (must be one token each)."""
+        """The token id of each score of the template's range as it follows `context` (must be one token each)."""
         try:
-            return single_token_ids(self.tokenizer, context, [str(k) for k in SCORES], "rewards.judge")
+            return single_token_ids(self.tokenizer, context, [str(k) for k in self.template.scores], "rewards.judge")
         except ValueError as e:
             raise ConfigError(f"{e}; use mode: generate with this tokenizer") from None
 
@@ -181,7 +230,7 @@ class JudgeReward:
                                             self.cfg.batch_size)
         probs = torch.softmax(at_score, dim=-1)
         details = [{"score_probs": [round(p, 5) for p in row.tolist()]} for row in probs]
-        return RewardOutput(expected_score(at_score).tolist(), details)
+        return RewardOutput(expected_score(at_score, self.template.scores).tolist(), details)
 
 
 SPEC = RewardSpec(
