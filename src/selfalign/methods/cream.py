@@ -6,6 +6,12 @@ against M_0) and by the previous model's reward of the same samples (the `previo
 consistency c_j of the two rankings (`rewards.consistency`: Kendall by default) and its mean C over the round become
 the soft label of DPO: C for every pair (`variant: avg`, the paper's main one) or c_j (`dyn`). With `label: false`
 the consistency is only measured and logged.
+
+Ranks and ties follow CREAM's released code (scipy ordinal ranks; see `selfalign.rewards.consistency`). Where
+selfalign differs from it on purpose: `method: toporder` in the released code (`cal_consistency.py`, `__main__`,
+lines 44–48: `rank1[0] == rank2[0] and rank1[-1] == rank2[-1]`) compares the ranks of samples 0 and N−1, whichever
+they are, not whether the best and the worst sample agree as the paper describes; we take this for a bug, and
+selfalign compares the argmax and the argmin of the two rankings.
 """
 
 from __future__ import annotations

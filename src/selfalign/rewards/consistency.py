@@ -5,9 +5,21 @@ Per prompt, the N samples are ranked once by the current reward r_t and once by 
 c = (τ + 1)/2 ∈ [0, 1] with τ Kendall's tau between the two rankings, and the dataset consistency C is the mean of
 c over prompts. Spearman's ρ and "top-order" (do the argmax and the argmin agree) are the paper's alternatives.
 
-Ranks are ordinal: 1 is the highest score, N the lowest, and among equal scores the earlier sample gets the better
-(lower) rank, so a ranking never has ties. With fewer than two samples there is nothing to disagree on: every
-consistency is 1.0.
+Ranks are ordinal, exactly as CREAM's released code ranks (Raibows/CREAM, `cal_consistency.py`, the `__main__`
+block, lines 31–32: `rank1 = rankdata(score1, method='ordinal')`, scipy.stats): rank 1 is the LOWEST score, n the
+highest, and among equal scores the EARLIER sample gets the lower rank (scipy sorts stably), so a ranking never has
+ties. A tie therefore counts as "the later sample is better": [1, 1, 2] ranks [1, 2, 3], the same ranking as
+[1, 2, 3], and a constant vector ranks in sample order, the same ranking as an increasing one. (Until issue 12
+selfalign broke ties the other way, the earlier sample better.) The released code then takes
+`kendalltau(rank1, rank2)` (lines 35–38) or `spearmanr(rank1, rank2)` (lines 40–42) of the ranks and maps each to
+(x + 1)/2; on tie-free ranks scipy's tau-b is the tau computed here and Spearman's ρ is 1 − 6Σd²/(n(n² − 1)).
+
+Top-order differs on purpose: the released code (lines 44–48) tests `rank1[0] == rank2[0] and rank1[-1] ==
+rank2[-1]`, i.e. whether samples 0 and N−1 get the same ranks under both rewards, which is not the paper's "do the
+best and the worst sample agree"; selfalign compares the argmax and the argmin (by the same ordinal ranks).
+
+With fewer than two samples there is nothing to disagree on: every consistency is 1.0 (the released code would get
+NaN from scipy; with its N = 5 samples it never has fewer than two).
 """
 
 from __future__ import annotations
@@ -18,8 +30,9 @@ Scores = Sequence[float]
 
 
 def ordinal_ranks(scores: Scores) -> list[int]:
-    """Rank of each sample, 1 = highest score; equal scores are ranked in sample order (earlier = lower rank)."""
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    """Rank of each sample, 1 = lowest score, n = highest; equal scores are ranked in sample order (the earlier one
+    lower). The same as `scipy.stats.rankdata(scores, method="ordinal")`, which CREAM's released code uses."""
+    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
     ranks = [0] * len(scores)
     for rank, i in enumerate(order, start=1):
         ranks[i] = rank
@@ -57,15 +70,16 @@ def spearman_consistency(a: Scores, b: Scores) -> float:
 
 
 def toporder_consistency(a: Scores, b: Scores) -> float:
-    """1.0 when both the best (rank 1) and the worst (rank n) sample are the same under a and b, else 0.0.
+    """1.0 when both the best (rank n) and the worst (rank 1) sample are the same under a and b, else 0.0.
 
-    By the ordinal tie rule the best of tied maxima is the earliest and the worst of tied minima the latest.
+    By the ordinal tie rule the best of tied maxima is the latest and the worst of tied minima the earliest. (CREAM's
+    released code compares the ranks of samples 0 and N−1 instead; see the module docstring.)
     """
     ra, rb = _paired_ranks(a, b)
     n = len(ra)
     if n < 2:
         return 1.0
-    agree = ra.index(1) == rb.index(1) and ra.index(n) == rb.index(n)
+    agree = ra.index(n) == rb.index(n) and ra.index(1) == rb.index(1)
     return 1.0 if agree else 0.0
 
 
