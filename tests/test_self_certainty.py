@@ -163,3 +163,36 @@ def test_reward_restores_training_mode(model_and_tokenizer):
         assert model.training
     finally:
         model.eval()
+
+
+class BigramLogits(torch.nn.Module):
+    """A 'model' whose logits at each position depend only on the token there: row `table[token]`."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = torch.nn.Parameter(table, requires_grad=False)
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+def test_window_is_the_positions_that_predict_the_response():
+    from selfalign.rewards.self_certainty import response_certainty
+
+    # V = 2. Token 7 → logits (log 9, 0): p = (0.9, 0.1), KL(U ‖ p) = −½ log(0.09) − log 2 = log(5/3).
+    # Token 8 → (log 4, 0): p = (0.8, 0.2), KL = −½ log(0.16) − log 2 = log(5/4). Every other token → (0, 0): 0.
+    table = torch.zeros(10, 2)
+    table[7] = torch.tensor([math.log(9.0), 0.0])
+    table[8] = torch.tensor([math.log(4.0), 0.0])
+    model = BigramLogits(table)
+    # prompt [5, 7], response [6, 8]: positions 0..3 hold tokens 5, 7, 6, 8
+    # selfalign: positions 1, 2 (predicting the response tokens 6, 8): (log(5/3) + 0) / 2
+    # released code (positions 2, 3: from the first response token to the last): (0 + log(5/4)) / 2
+    (got,) = response_certainty(model, [([5, 7], [6, 8])], pad_token_id=0)
+    assert got == pytest.approx(math.log(5 / 3) / 2, abs=1e-6)
+    assert got != pytest.approx(math.log(5 / 4) / 2, abs=1e-3)
+    # padded in a batch with a longer sequence: the same window
+    out = response_certainty(model, [([5, 7], [6, 8]), ([5, 5, 5, 7], [6, 6, 6])], batch_size=2, pad_token_id=0)
+    assert out == pytest.approx([math.log(5 / 3) / 2, math.log(5 / 3) / 3], abs=1e-6)

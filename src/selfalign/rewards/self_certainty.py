@@ -7,6 +7,17 @@ models". Per response token t, KL(U ‖ p_t) = −(1/V) Σ_v log p_t,v − log V
 likelihood it looks at the whole distribution, not only at the sampled token. Higher = more
 confident; 0 = uniform; unbounded as mass concentrates on one token (one logit L above the others
 gives about L·(1 − 1/V) − log V; it is KL(p ‖ U), not this, that tends to log V).
+
+The window differs on purpose from the released code of Kang et al. (backprop07/Self-Certainty,
+`src/confidence_list.py`, `confidence_with_file`, line 188: `batch_logprob_sum[:, input_length:, :]`, then
+`confidence_logprob_sum` masked by the response's attention mask). With a prompt of p tokens and a response of m
+tokens at positions p..p+m−1, and the logits at position i predicting the token at i + 1, that code averages the
+distributions at positions p..p+m−1: they predict response tokens 2..m and, last, the token after the response
+(there it tokenizes the output text alone, so that is the distribution over "what follows the text", where an EOS
+would be); it leaves out position p−1, the distribution that produced the first response token. Its window is
+shifted one position late. selfalign averages positions p−1..p+m−2, the m distributions p(·|x, y_<t) that predict
+the response's own tokens y_1..y_m, which is the paper's mean over the response tokens of KL(U ‖ p(·|x, y_<t));
+when the response ends with an EOS token (sampled, or appended as DPO tokenizes), its prediction is one of them.
 """
 
 from __future__ import annotations
@@ -56,7 +67,8 @@ def self_certainty(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 6
 def response_certainty(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
                        pad_token_id: int = 0, chunk_size: int = 64) -> list[float]:
     """Self-certainty of each (prompt_ids, response_ids) pair: one teacher-forced pass, averaged over
-    the positions that predict the response tokens (position p − 1 + j predicts response token j)."""
+    the positions that predict the response tokens (position p − 1 + j predicts response token j, j = 0..m−1, for
+    a prompt of p tokens): positions p−1..p+m−2, one earlier than the released code's p..p+m−1 (module docstring)."""
     device = next(model.parameters()).device
     out = [0.0] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))

@@ -3,6 +3,19 @@
 Borda voting (Kang et al. 2025, https://arxiv.org/abs/2502.18581): rank the N samples by score
 (r = 1 best); sample r casts v(r) = (N − r + 1)^p votes for its final answer; the answer with most
 votes wins. p = 0 is plain majority voting; as p grows the top-ranked samples dominate.
+
+Against the released code (backprop07/Self-Certainty, `src/voting_from_list.py`, `confidence_with_file`):
+- Ranks: the same. It sorts the samples by confidence with `sorted(..., reverse=True)` (line 38), which is stable,
+  so equal scores keep sample order (the earlier sample ranks better), as `rank_order` does; a sample without an
+  extractable answer keeps its rank and its votes are lost (lines 48–50), as in `borda_votes`.
+- Vote ties: different on purpose. It adds each sample's votes to the first earlier sample with the same answer
+  (lines 51–66) and takes `max` and `.index` of those totals (lines 70–71), so equal totals (compared exactly) go to
+  the answer that appears first in sample order. selfalign gives them to the answer holding the best-ranked sample
+  (the highest single score, then the earliest), so that the score, the point of the method, still decides when the
+  sums do not, and not the order the samples were drawn in; and it counts totals within 1e-9 (relative) as equal,
+  so float rounding of the sums of (N − r + 1)^p decides nothing. Without ties both pick the same answer; for
+  `majority_vote` (all scores equal, so the best-ranked sample is the earliest) both rules are "the answer seen
+  first".
 """
 
 from __future__ import annotations

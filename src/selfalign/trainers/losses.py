@@ -32,9 +32,13 @@ def soft_label_dpo_loss(margin: torch.Tensor, label: float | torch.Tensor, beta:
 
     L = label · (−log σ(βh)) + (1 − label) · (−log σ(−βh)), the cross-entropy between the Bradley–Terry preference
     σ(βh) and a target probability `label` that the chosen response is the better one. label = 1 is the sigmoid DPO
-    loss; CREAM's consistency C (or c_j) and OSP's preference strength are this label; label = 1 − ε is DPO with
-    label smoothing ε. dL/dh = β · (σ(βh) − label), so label = 0.5 pulls h towards 0. Computed with `logsigmoid`,
-    it stays finite for any |β·h|.
+    loss; CREAM's consistency C (or c_j) and OSP's preference strength are this label. label = 1 − ε is the
+    label-smoothed ("conservative") DPO of Mitchell 2023, (1 − ε)·(−log σ(βh)) + ε·(−log σ(−βh)), which TRL 1.16
+    does NOT compute for its default loss: its `loss_type="sigmoid"` is −log σ(βh) and ignores
+    `DPOConfig.label_smoothing` (trl/trainer/dpo_trainer.py, `DPOTrainer._compute_loss`); there `label_smoothing`
+    is read only by `exo_pair`, `robust` (a different, unbiased form: [(1 − ε)·(−log σ(βh)) − ε·(−log σ(−βh))] /
+    (1 − 2ε)) and `aot` / `aot_unpaired` (this form, on sorted margins). dL/dh = β · (σ(βh) − label), so
+    label = 0.5 pulls h towards 0. Computed with `logsigmoid`, it stays finite for any |β·h|.
 
     Args:
         margin: DPO margin h (see `dpo_margin`). Shape: (batch_size)

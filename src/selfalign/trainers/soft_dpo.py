@@ -94,7 +94,8 @@ class SoftLabelDPOTrainer(DPOTrainer):
       model; this path runs on the wrapped collator's batches when `evaluate` precomputes a new dataset).
 
     Only TRL's default margin is supported: loss_type ["sigmoid"] with weight 1, f_divergence_type "reverse_kl",
-    no ld_alpha, no WPO weighting.
+    no ld_alpha, no WPO weighting. `DPOConfig.label_smoothing` has no effect here, as it has none on TRL 1.16's own
+    sigmoid loss (which does not read it); label smoothing ε is a per-pair `label` of 1 − ε (`soft_label_dpo_loss`).
     """
 
     def __init__(self, *args, **kwargs):
