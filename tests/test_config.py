@@ -337,7 +337,8 @@ def test_valid_grpo_recipe():
 @pytest.mark.parametrize(("raw", "expected"), [
     (grpo([{"source": "selfcertainty"}]),
      "train.grpo_rewards[0].source: 'selfcertainty' is neither a registered reward (judge, likelihood, implicit, "
-     "majority, verifier, self_certainty, ptrue, repetition, length) nor an import path 'package.module:function'; "
+     "majority, verifier, self_certainty, ptrue, repetition, length, lastde) nor an import path "
+     "'package.module:function'; "
      "did you mean 'self_certainty'?"),
     (grpo([{"source": "no_such_pkg.mod:fn"}]),
      "train.grpo_rewards[0].source: cannot import 'no_such_pkg.mod' (ModuleNotFoundError: No module named "

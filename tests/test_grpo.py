@@ -113,6 +113,11 @@ def _train(tiny_model: str, tmp_path: Path, rewards: list[dict], grpo: dict | No
     return train_grpo(model, tokenizer, rows, recipe, tmp_path / "trainer", seed=0), tokenizer
 
 
+#: rewards that cannot score the tiny model's completions (Lastde needs a log-prob sequence that varies: the random
+#: model's ≤ 12 near-uniform log-probs fall in one histogram bin at every scale, so every score is None)
+UNSCORED_HERE = {"lastde"}
+
+
 @pytest.mark.parametrize("source", list(SOURCES))
 def test_one_grpo_step_with_each_source(tiny_model, tmp_path, source):
     trainer, _ = _train(tiny_model, tmp_path, [{"source": source}])
@@ -121,11 +126,15 @@ def test_one_grpo_step_with_each_source(tiny_model, tmp_path, source):
     assert f"rewards/{source}/mean" in logged
     assert len(trainer.rollouts) == 8  # 2 prompts × 4 completions
     for r in trainer.rollouts:
-        assert isinstance(r["scores"][source], float)
+        if source in UNSCORED_HERE:
+            assert r["scores"][source] is None  # None, not 0: the reward protocol's "could not score it"
+        else:
+            assert isinstance(r["scores"][source], float)
         assert r["prompt"].startswith("Q:") and isinstance(r["correct"], bool)
         assert r["finish_reason"] in ("eos", "length") and len(r["token_ids"]) <= 12
-    assert logged[f"rewards/{source}/mean"] == pytest.approx(
-        sum(r["scores"][source] for r in trainer.rollouts) / 8, abs=1e-5)
+    if source not in UNSCORED_HERE:
+        assert logged[f"rewards/{source}/mean"] == pytest.approx(
+            sum(r["scores"][source] for r in trainer.rollouts) / 8, abs=1e-5)
     by_prompt: dict = {}
     for r in trainer.rollouts:
         by_prompt.setdefault(r["prompt_id"], []).append(r)

@@ -11,7 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from selfalign.config import ConfigError, build, did_you_mean
-from selfalign.rewards import implicit, judge, likelihood, majority, ptrue, repetition, self_certainty, verifier
+from selfalign.rewards import (
+    implicit,
+    judge,
+    lastde,
+    likelihood,
+    majority,
+    ptrue,
+    repetition,
+    self_certainty,
+    verifier,
+)
 from selfalign.rewards.base import RewardContext, RewardModel, RewardOutput, RewardSpec
 
 __all__ = ["REWARDS", "RewardContext", "RewardModel", "RewardOutput", "RewardSpec", "build_reward", "reward_spec"]
@@ -26,6 +36,7 @@ REWARDS: dict[str, RewardSpec] = {spec.name: spec for spec in (
     ptrue.SPEC,
     repetition.REPETITION,
     repetition.LENGTH,
+    lastde.SPEC,
 )}
 
 
