@@ -352,3 +352,42 @@ def test_corpus_with_own_samples():
     assert {r["kind"] for r in rows} <= {"sample", "judge_written", "judge_expected"}
     with pytest.raises(ValueError):
         corpus(3, samples=None, sample_fraction=0.5)
+
+
+def test_the_default_model_ships_with_the_package_and_needs_no_build(tmp_path, monkeypatch):
+    from selfalign.sandbox.cache import SHIPPED
+
+    monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path / "cache"))
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the default sandbox model must not be built")
+
+    monkeypatch.setattr(sandbox_cache, "build_sandbox_model", no_build)
+    assert sandbox_model_path() == SHIPPED == sandbox_model_path(SandboxModelConfig())
+    meta = json.loads((SHIPPED / "sandbox.json").read_text())
+    assert meta["hash"] == config_hash(SandboxModelConfig()) and meta["config"] == SandboxModelConfig().to_dict()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(SHIPPED), AutoTokenizer.from_pretrained(SHIPPED)
+    assert sum(p.numel() for p in model.parameters()) == meta["params"]
+    ids = tok(P, return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=30, do_sample=False)
+    assert tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).startswith("47+38=")  # it has learned the task
+    assert not (tmp_path / "cache").exists()
+
+
+def test_sandbox_build_builds_the_default_settings_into_the_cache(tmp_path, monkeypatch, capsys):
+    from selfalign.cli import main
+
+    monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path))
+
+    def fake_build(cfg, out_dir, num_threads=None):
+        (out_dir / "sandbox.json").write_text("{}")
+        return out_dir
+
+    monkeypatch.setattr(sandbox_cache, "build_sandbox_model", fake_build)
+    assert main(["sandbox", "build"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "sandbox" / config_hash(SandboxModelConfig()))
+    # other settings are never the shipped model
+    assert sandbox_model_path(SandboxModelConfig(seed=1)) == tmp_path / "sandbox" / config_hash(
+        SandboxModelConfig(seed=1))

@@ -58,7 +58,7 @@ def cmd_sandbox_build(args: argparse.Namespace) -> int:
         key, _, value = assignment.partition("=")
         overrides[key] = yaml.safe_load(value)
     cfg = build(SandboxModelConfig, overrides, "model.sandbox")
-    print(sandbox_model_path(cfg))
+    print(sandbox_model_path(cfg, shipped=False))
     return 0
 
 
@@ -160,7 +160,8 @@ def make_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
     sandbox = sub.add_parser("sandbox", help="the built-in sandbox task and model")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
-    sb = sandbox_sub.add_parser("build", help="build (or find in the cache) the sandbox base model; prints its path")
+    sb = sandbox_sub.add_parser("build", help="build (or find in the cache) the sandbox base model; prints its path "
+                                "(the default settings' model also ships with the package; this rebuilds it)")
     sb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SandboxModelConfig field")
     sb.set_defaults(func=cmd_sandbox_build)
     ct = sub.add_parser("critical-tokens", help="cDPO: are the lowest-scored tokens of wrong sandbox solutions their "

@@ -1,64 +1,41 @@
-"""The cached sandbox model: ``$SELFALIGN_CACHE/sandbox/<config hash>`` (default ``~/.cache/selfalign``), built on
-first use, atomically (temp dir + rename) and under a file lock."""
+"""Where the sandbox model comes from.
+
+The model of the default build settings ships with the package (``sandbox/weights/``, about 4 MB): it is what
+``selfalign sandbox build`` builds with the default settings on the machine that built it (2 CPU threads; builds on
+other CPUs differ, as float summation does), so every machine starts from the same model at once. Any other
+settings (``model.sandbox`` in a recipe) are built on first use into ``$SELFALIGN_CACHE/sandbox/<config hash>``
+(default ``~/.cache/selfalign``), atomically (temp dir + rename) and under a file lock; ``selfalign sandbox build``
+always builds into that cache, the default settings included.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import logging
-import os
-import shutil
-import tempfile
+import json
 from pathlib import Path
 
+from selfalign.cache import cache_root, cached_dir
 from selfalign.sandbox.config import SandboxModelConfig, config_hash
 from selfalign.sandbox.model import build_sandbox_model
 
-logger = logging.getLogger(__name__)
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SELFALIGN_CACHE", Path.home() / ".cache" / "selfalign")).expanduser()
+#: the shipped build of the default settings
+SHIPPED = Path(__file__).parent / "weights"
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def shipped_model_path(cfg: SandboxModelConfig | None = None) -> Path | None:
+    """The shipped model directory when ``cfg`` is the configuration it was built with, else None."""
+    meta = SHIPPED / "sandbox.json"
+    if not meta.is_file() or not (SHIPPED / "model.safetensors").is_file():
+        return None
+    return SHIPPED if json.loads(meta.read_text())["hash"] == config_hash(cfg or SandboxModelConfig()) else None
 
 
-def _complete(d: Path) -> bool:
-    return (d / "sandbox.json").is_file()
-
-
-def sandbox_model_path(cfg: SandboxModelConfig | None = None, num_threads: int | None = None) -> Path:
-    """The directory of the built sandbox model for ``cfg`` (default config if None), building it
-    on first use. The directory appears only complete (built in a temporary sibling, then renamed);
-    a file lock keeps concurrent processes from building the same config twice."""
+def sandbox_model_path(cfg: SandboxModelConfig | None = None, num_threads: int | None = None,
+                       shipped: bool = True) -> Path:
+    """The directory of the sandbox model for ``cfg`` (default config if None): the shipped one when it was built
+    with ``cfg`` (unless ``shipped`` is False), else the cached build, built on first use (``selfalign.cache``)."""
     cfg = cfg or SandboxModelConfig()
-    h = config_hash(cfg)
-    root = cache_root() / "sandbox"
-    final = root / h
-    if _complete(final):
-        return final
-    with _file_lock(root / f".{h}.lock"):
-        if _complete(final):
-            return final
-        # holding the lock: leftovers of killed builds of this config can go
-        for stale in root.glob(f".{h}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if final.exists():  # incomplete (should not happen with rename); replace it
-            shutil.rmtree(final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{h}.tmp-", dir=root))
-        try:
-            logger.info("building sandbox model %s into %s (first use)", h, final)
-            build_sandbox_model(cfg, tmp, num_threads=num_threads)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final
+    if shipped and (path := shipped_model_path(cfg)) is not None:
+        return path
+    return cached_dir(cache_root() / "sandbox", config_hash(cfg),
+                      lambda tmp: build_sandbox_model(cfg, tmp, num_threads=num_threads),
+                      lambda d: (d / "sandbox.json").is_file(), what="sandbox model")
