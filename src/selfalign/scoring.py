@@ -48,27 +48,69 @@ def right_pad(seqs: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.T
     return ids, mask
 
 
-@torch.no_grad()
-def token_logprobs(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
-                   pad_token_id: int = 0) -> list[torch.Tensor]:
-    """log π(y_t | x, y_<t) for every response token of every (prompt_ids, response_ids) pair.
+def _decoder_and_head(model):
+    """(decoder, LM head) when the model's logits are its LM head applied to the decoder's last hidden state, so
+    that the head can be applied to a few positions at a time; None otherwise (a model that scales or soft-caps its
+    logits after the head, or has no separable head)."""
+    cfg = getattr(model, "config", None)
+    if any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
 
-    Returns one float32 CPU tensor per pair, of length len(response_ids).
+
+@torch.no_grad()
+def response_logit_chunks(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
+                          pad_token_id: int = 0, chunk_size: int = 64):
+    """Teacher-forced logits of the response tokens, a block at a time.
+
+    Yields (pair index, j0, logits, targets) for each (prompt_ids, response_ids) pair and each block of at most
+    `chunk_size` of its response tokens: `logits` (n, vocab) float32 are the model's logits at the positions that
+    predict response tokens j0 … j0 + n − 1 (position p − 1 + j predicts token j after a prompt of p tokens) and
+    `targets` (n,) those tokens. Sequences run in right-padded batches of `batch_size`; the LM head is applied only
+    to the positions of one block, so no (batch, length, vocab) tensor exists: the peak is one (chunk_size, vocab)
+    float32 block, besides the (batch, length, hidden) states. A model whose logits are not its head of the last
+    hidden state (`_decoder_and_head`) falls back to one full forward per batch.
     """
     device = next(model.parameters()).device
-    out: list[torch.Tensor | None] = [None] * len(pairs)
+    split = _decoder_and_head(model)
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         input_ids, attention = right_pad([pairs[i][0] + pairs[i][1] for i in idx], pad_token_id)
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-        logps = torch.log_softmax(logits[:, :-1], dim=-1)
-        targets = input_ids[:, 1:].to(device)
-        per_token = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        if split is not None:
+            states = split[0](input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
+        else:
+            states = model(input_ids=input_ids, attention_mask=attention).logits
         for r, i in enumerate(idx):
             p, y = len(pairs[i][0]), len(pairs[i][1])
-            out[i] = per_token[r, p - 1 : p - 1 + y].clone()
-    return out  # type: ignore[return-value]
+            if p < 1 and y:
+                raise ValueError(f"pair {i}: an empty prompt leaves the first response token unpredicted")
+            for j0 in range(0, y, chunk_size):
+                n = min(chunk_size, y - j0)
+                rows = states[r, p - 1 + j0 : p - 1 + j0 + n]
+                logits = (split[1](rows) if split is not None else rows).float()
+                yield i, j0, logits, input_ids[r, p + j0 : p + j0 + n]
+
+
+def token_logprobs(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
+                   pad_token_id: int = 0, chunk_size: int = 64) -> list[torch.Tensor]:
+    """log π(y_t | x, y_<t) for every response token of every (prompt_ids, response_ids) pair, without a
+    (batch, length, vocab) tensor (`response_logit_chunks`).
+
+    Returns one float32 CPU tensor per pair, of length len(response_ids).
+    """
+    out = [torch.zeros(len(y)) for _, y in pairs]
+    for i, j0, logits, targets in response_logit_chunks(model, pairs, batch_size, pad_token_id, chunk_size):
+        logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        out[i][j0 : j0 + len(targets)] = logps.cpu()
+    return out
 
 
 def sequence_logprobs(model, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],

@@ -30,7 +30,7 @@ import torch
 
 from selfalign.config import opt
 from selfalign.rewards.base import RewardOutput, RewardSpec, TokenIds
-from selfalign.scoring import right_pad, tokenize_pair
+from selfalign.scoring import response_logit_chunks, tokenize_pair
 
 
 def self_certainty(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
@@ -63,27 +63,18 @@ def self_certainty(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 6
     return torch.where(count > 0, total / count.clamp(min=1), 0.0)
 
 
-@torch.no_grad()
 def response_certainty(model, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32,
                        pad_token_id: int = 0, chunk_size: int = 64) -> list[float]:
     """Self-certainty of each (prompt_ids, response_ids) pair: one teacher-forced pass, averaged over
     the positions that predict the response tokens (position p − 1 + j predicts response token j, j = 0..m−1, for
-    a prompt of p tokens): positions p−1..p+m−2, one earlier than the released code's p..p+m−1 (module docstring)."""
-    device = next(model.parameters()).device
-    out = [0.0] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        input_ids, attention = right_pad([pairs[i][0] + pairs[i][1] for i in idx], pad_token_id)
-        scored = torch.zeros_like(attention)
-        for r, i in enumerate(idx):
-            p, y = len(pairs[i][0]), len(pairs[i][1])
-            scored[r, max(p - 1, 0) : p - 1 + y] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-        certainty = self_certainty(logits, scored.to(logits.device), chunk_size).cpu().tolist()
-        for r, i in enumerate(idx):
-            out[i] = certainty[r]
-    return out
+    a prompt of p tokens): positions p−1..p+m−2, one earlier than the released code's p..p+m−1 (module docstring).
+    The logits come a block of `chunk_size` positions at a time (`scoring.response_logit_chunks`), never as a
+    (batch, length, vocab) tensor; an empty response gets 0.0, as in `self_certainty`."""
+    totals = [0.0] * len(pairs)
+    for i, _, logits, _ in response_logit_chunks(model, pairs, batch_size, pad_token_id, chunk_size):
+        per_position = torch.logsumexp(logits, dim=-1) - logits.mean(dim=-1) - math.log(logits.shape[-1])
+        totals[i] += float(per_position.sum())
+    return [total / len(y) if y else 0.0 for total, (_, y) in zip(totals, pairs, strict=True)]
 
 
 @dataclass
