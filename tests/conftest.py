@@ -82,3 +82,12 @@ def trainable_weights_moved(trainer, base_model_path: str, lora: bool) -> bool:
         return any(p.abs().max() > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
     base = AutoModelForCausalLM.from_pretrained(base_model_path).state_dict()
     return any(not torch.equal(p, base[n]) for n, p in trainer.model.state_dict().items())
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    """SmolLM2-135M-Instruct as `model.path: smollm2-135m-instruct` resolves it (converted once, then cached)."""
+    from selfalign import models
+    from selfalign.config import ModelConfig
+
+    return models.base_model_path(ModelConfig(path="smollm2-135m-instruct"))

@@ -18,10 +18,16 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def base_model_path(cfg: ModelConfig) -> str:
+    """The directory of model.path: the built-in `sandbox` or `smollm2-135m-instruct` (made on first use), or the
+    path / hub id as given."""
     if cfg.path == "sandbox":
         from selfalign.sandbox.cache import sandbox_model_path
 
         return str(sandbox_model_path(cfg.sandbox))
+    if cfg.path == "smollm2-135m-instruct":
+        from selfalign import smollm2
+
+        return str(smollm2.model_path())
     return cfg.path
 
 
@@ -36,6 +42,14 @@ def load_tokenizer(path: str, cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 
 def load_model(path: str, cfg: ModelConfig, device: str | torch.device | None = None) -> PreTrainedModel:
+    """A causal LM from `path` (safetensors only; remote code only when the recipe allows it).
+
+    On a CPU this also sets flush-to-zero for denormal floats (process-wide): some models' activations (the
+    dequantised SmolLM2 is one) pass through denormal values, which x86 CPUs compute about 10× slower, and rounding
+    them to 0 changes no result that matters (the sandbox's samples and log-probs are unchanged).
+    """
+    if device is None or torch.device(device).type == "cpu":
+        torch.set_flush_denormal(True)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=_DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code, revision=cfg.revision,
