@@ -12,14 +12,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def pytest_configure(config):
-    """Denormals flushed to zero before the first torch operation starts the thread pool, as `selfalign run` does
-    (models.flush_denormals): the real chat model is about 10× slower without it."""
-    from selfalign.models import flush_denormals
-
-    flush_denormals()
-
-
 def make_tiny_model(path, seed: int = 0, hidden: int = 32, layers: int = 2) -> str:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

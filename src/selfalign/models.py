@@ -41,19 +41,8 @@ def load_tokenizer(path: str, cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tok
 
 
-def flush_denormals() -> None:
-    """Round denormal floats to zero on the CPU. Some models' activations (the dequantised SmolLM2's) pass through
-    denormal values, which x86 CPUs compute about 10× slower; rounding them to 0 changes no result that matters (the
-    sandbox's samples and log-probs are unchanged). The flag is per thread and a thread pool copies it when it
-    starts, so call this before the first parallel torch operation (the pipeline does, first thing)."""
-    torch.set_flush_denormal(True)
-
-
 def load_model(path: str, cfg: ModelConfig, device: str | torch.device | None = None) -> PreTrainedModel:
-    """A causal LM from `path` (safetensors only; remote code only when the recipe allows it); on a CPU, denormals
-    flushed to zero (`flush_denormals`)."""
-    if device is None or torch.device(device).type == "cpu":
-        flush_denormals()
+    """A causal LM from `path` (safetensors only; remote code only when the recipe allows it)."""
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=_DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code, revision=cfg.revision,

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from selfalign import distributed, models
+from selfalign import distributed
 from selfalign.artifacts import RunDir, atomic_write_text, read_json
 from selfalign.config import ConfigError, to_dict
 from selfalign.context import RoundContext
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 def run(recipe, output_dir: str | Path) -> dict:
     """Run (or resume) `recipe` in `output_dir`; returns summary.json."""
-    models.flush_denormals()
     ctx = open_run(recipe, output_dir)
     ctx.tracker = Tracker(ctx.run, recipe.tracking, to_dict(recipe), is_main=ctx.main)
     try:
