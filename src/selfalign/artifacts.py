@@ -2,7 +2,8 @@
 
 Every artifact is written to a temporary sibling and moved into place with `os.replace`, so a
 reader (or a resumed run) sees either the whole file or none of it, whatever moment the writer
-was killed at.
+was killed at. Artifacts get the permissions the user's umask gives a new file (0644 / 0755 with the
+usual 022, so teammates on a shared machine can read a run), not the 0600 / 0700 of temporary files.
 """
 
 from __future__ import annotations
@@ -19,11 +20,41 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give `path` (a file, or a directory and everything in it) the permissions a new file or directory gets
+    under the umask: temporary files are 0600 (mkstemp, safetensors) and temporary directories 0700 (mkdtemp);
+    an executable file keeps its execute bits (as far as the umask allows)."""
+    mask = current_umask()
+    path = Path(path)
+    entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in entries:
+        if p.is_symlink():
+            continue
+        mode = p.stat().st_mode & 0o777
+        full = 0o777 if p.is_dir() or mode & 0o111 else 0o666
+        os.chmod(p, full & ~mask)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -73,7 +104,9 @@ def file_sha256(path: str | Path) -> str:
 
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written directory into place (the old one, if any, is removed first)."""
+    """Move a fully written directory into place (the old one, if any, is removed first), its permissions those the
+    umask gives (a trainer's safetensors are written 0600)."""
+    follow_umask(tmp_dir)
     if final_dir.exists():
         shutil.rmtree(final_dir)
     os.replace(tmp_dir, final_dir)
@@ -91,19 +124,26 @@ def run_in_chunks(
     resumes at its first missing chunk; rows are never duplicated or lost. `compute(i, chunk)` gets
     the chunk index (for seeding) and must be deterministic in it, so the rows do not depend on how
     many processes share the work: under `accelerate launch` process r computes chunks r, r + N, ...
-    (distributed.py), the processes meet at a barrier, and each returns all rows in chunk order.
+    (distributed.py), the processes meet at a barrier, and each returns all rows in chunk order. The main process
+    shows the stage's progress as chunks finish (`selfalign.progress`).
     """
     from selfalign import distributed
+    from selfalign.progress import ChunkProgress
 
     starts = range(0, len(items), chunk_size)
     if 0 < len(starts) < distributed.world_size() and distributed.is_main():
         logging.getLogger(__name__).warning("%s: %d chunks for %d processes, so some processes wait; use smaller "
                                             "chunks", parts_dir.name, len(starts), distributed.world_size())
+    progress = ChunkProgress(parts_dir, len(items), chunk_size)
     for i, start in enumerate(starts):
         part = parts_dir / f"{i:05d}.jsonl"
         if distributed.owns(i) and not part.exists():
-            write_jsonl(part, compute(i, items[start : start + chunk_size]))
+            chunk = items[start : start + chunk_size]
+            rows = compute(i, chunk)
+            write_jsonl(part, rows)
+            progress.chunk_done(chunk, rows)
     distributed.barrier()
+    progress.close()
     rows: list[dict] = []
     for i in range(len(starts)):
         rows.extend(read_jsonl(parts_dir / f"{i:05d}.jsonl"))
@@ -119,6 +159,7 @@ class RunDir:
         self.metrics_path = self.root / "metrics.jsonl"
         self.summary_path = self.root / "summary.json"
         self.recipe_path = self.root / "recipe.yaml"
+        self.train_steps_path = self.root / "train_steps.jsonl"
         self._manifest = read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
 
     def round_dir(self, t: int) -> Path:

@@ -1,4 +1,16 @@
-"""Where metrics go: `metrics.jsonl` always, Weights & Biases (offline unless configured), the console.
+"""Where metrics go: `metrics.jsonl` and `train_steps.jsonl` always, Weights & Biases (offline unless configured),
+the console.
+
+- Round metrics (`eval/*`, `reward/*`, `pairs/*`, `train/*`, `time/*`, `memory/*`) are one point per round, against
+  the step metric `round`.
+- Training steps: every step TRL logs (loss, rewards/*, logps/*, learning rate, grad norm, ...), from every trainer
+  of the run (seed SFT, DPO, GRPO, cDPO's adapters), under `trainer/*` against their own step metric
+  `trainer/global_step`, which counts on across rounds (so round t's curve follows round t-1's);
+  `trainer/round` says which round a step belongs to. The same rows go to `train_steps.jsonl`.
+- Per round: a table of training samples with their scores (`samples/round_t`), a table of eval responses
+  (`eval_samples/round_t`), and the round's pairs (text and conversational form), eval samples and GRPO rollouts
+  as versioned artifacts (`pairs-<run id>:round_t`, `eval_samples-<run id>:round_t`, `rollouts-<run id>:round_t`).
+- W&B's own system metrics (CPU, memory, GPU) are on, as W&B's default.
 
 W&B mode `auto` is online only when WANDB_API_KEY is set, so nothing reaches the network by
 default. A resumed run continues the same W&B run (its id is kept in the manifest).
@@ -7,6 +19,7 @@ default. A resumed run continues the same W&B run (its id is kept in the manifes
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import time
@@ -30,6 +43,14 @@ CONSOLE_COLUMNS = [  # (header, metric key, format spec)
     ("time_s", "time/round", ".0f"),
 ]
 
+TRAIN_STEP = "trainer/global_step"
+_active: Tracker | None = None
+
+
+def active_tracker() -> Tracker | None:
+    """The tracker of the run in progress in this process (main process only), for the trainers' step logs."""
+    return _active
+
 
 def wandb_mode(mode: str) -> str:
     if mode == "auto":
@@ -37,13 +58,21 @@ def wandb_mode(mode: str) -> str:
     return mode
 
 
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 class Tracker:
     def __init__(self, run: RunDir, cfg: TrackingConfig, recipe: dict, is_main: bool = True):
+        global _active
         self.run, self.cfg, self.is_main = run, cfg, is_main
         self.wandb = None
         self._header_printed = False
+        self._defined: set[str] = set()
         if is_main and cfg.wandb.enabled and wandb_mode(cfg.wandb.mode) != "disabled":
             self._init_wandb(recipe)
+        if is_main:
+            _active = self
 
     def _init_wandb(self, recipe: dict) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -62,28 +91,76 @@ class Tracker:
         self.wandb = wandb.init(
             project=w.project, entity=w.entity, name=w.name or self.run.root.name, tags=w.tags, config=recipe,
             dir=str(self.run.root), mode=wandb_mode(w.mode), id=run_id, resume="allow",
-            settings=wandb.Settings(console="off", x_disable_stats=True),
+            settings=wandb.Settings(console="off"),
         )
         self.wandb.define_metric("round")
-        self.wandb.define_metric("*", step_metric="round")
+        self.wandb.define_metric(TRAIN_STEP)
+        self.wandb.define_metric("trainer/*", step_metric=TRAIN_STEP)
+
+    def _define_round_metrics(self, keys) -> None:
+        """Each top-level prefix of the round metrics (`eval/*`, ...) against `round`, once."""
+        for key in keys:
+            prefix = key.split("/", 1)[0]
+            if "/" in key and prefix not in self._defined and prefix != "trainer":
+                self.wandb.define_metric(f"{prefix}/*", step_metric="round")
+                self._defined.add(prefix)
 
     def log(self, round_: int, metrics: dict) -> None:
         if not self.is_main:
             return
         append_jsonl(self.run.metrics_path, {"round": round_, "time": time.time(), **metrics})
         if self.wandb is not None:
+            self._define_round_metrics(metrics)
             self.wandb.log({"round": round_, **metrics})
 
-    def log_samples(self, round_: int, rows: list[dict]) -> None:
-        """A W&B table of sampled responses with their scores (first `log_samples` rows)."""
+    # ------------------------------------------------------------------------------------------- training steps
+
+    def log_train_step(self, round_: int | None, trainer: str, step: int, max_steps: int, logs: dict) -> None:
+        """One of TRL's step logs (or its closing summary, `train_runtime`, ...): numbers only."""
+        values = {k: v for k, v in logs.items() if _number(v) and k != "total_flos"}
+        if not self.is_main or not values:
+            return
+        global_step = self.run.get("trainer_global_step", 0) + step
+        append_jsonl(self.run.train_steps_path, {"round": round_, "trainer": trainer, "step": step,
+                                                 "max_steps": max_steps, "global_step": global_step,
+                                                 "time": time.time(), **values})
+        if self.wandb is not None:
+            point = {TRAIN_STEP: global_step, **{f"trainer/{k}": v for k, v in values.items()}}
+            if round_ is not None:
+                point["trainer/round"] = round_
+            self.wandb.log(point)
+
+    def end_training(self, steps: int) -> None:
+        """A trainer finished after `steps` steps: the next one's steps count on from there."""
+        if self.is_main:
+            self.run.set("trainer_global_step", self.run.get("trainer_global_step", 0) + steps)
+
+    # ------------------------------------------------------------------------------------------- per round
+
+    def log_samples(self, round_: int, rows: list[dict], key: str = "samples") -> None:
+        """A W&B table `<key>/round_t` of responses with their scores (first `log_samples` rows)."""
         if not self.is_main or self.wandb is None or not rows or self.cfg.log_samples == 0:
             return
         import wandb
 
         rows = rows[: self.cfg.log_samples]
-        columns = list(rows[0])
+        columns = list(dict.fromkeys(c for r in rows for c in r))
         table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
-        self.wandb.log({"round": round_, f"samples/round_{round_}": table})
+        self._define_round_metrics([f"{key}/round_{round_}"])
+        self.wandb.log({"round": round_, f"{key}/round_{round_}": table})
+
+    def log_files(self, round_: int, name: str, kind: str, paths: list[Path]) -> None:
+        """Round t's files as version `round_t` of the W&B artifact `<name>-<run id>` (type `kind`)."""
+        paths = [p for p in paths if p.exists()]
+        if not self.is_main or self.wandb is None or not paths:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(f"{name}-{self.wandb.id}", type=kind,
+                                  metadata={"round": round_, "run_dir": str(self.run.root)})
+        for p in paths:
+            artifact.add_file(str(p), name=p.name)
+        self.wandb.log_artifact(artifact, aliases=[f"round_{round_}"])
 
     def console_row(self, metrics: dict) -> None:
         """One line of the per-round table (header before the first line)."""
@@ -98,6 +175,9 @@ class Tracker:
         print(" ".join(cells), flush=True)
 
     def finish(self) -> Path | None:
+        global _active
+        if _active is self:
+            _active = None
         if self.wandb is None:
             return None
         path = Path(self.wandb.dir).parent

@@ -1,7 +1,8 @@
 """Pairs: each prompt's scored samples become preference pairs (pairs.jsonl), built by the method that builds
 pairs (DPO's best-vs-worst by default), labelled by the method that sets labels, then given the per-token columns
 methods add. Ground truth, where the prompts have it, only measures how often the chosen and the rejected response
-are right."""
+are right. The same pairs are also written in TRL's conversational form (pairs_conversational.jsonl), ready for
+`trl.DPOTrainer` or another tool."""
 
 from __future__ import annotations
 
@@ -27,8 +28,28 @@ def run(ctx: RoundContext, t: int):
     check_token_columns(ctx.store.tokenizer, pairs, f"round {t} pairs")  # never train on shifted token values
     path = ctx.run.round_dir(t) / "pairs.jsonl"
     if ctx.main:
+        from selfalign.data.prompts import train_rows
+
+        messages = {r["id"]: r["messages"] for r in train_rows(ctx.recipe.prompts, t, ctx.store.tokenizer)
+                    if r.get("messages")}
+        write_jsonl(ctx.run.round_dir(t) / "pairs_conversational.jsonl", conversational(pairs, messages))
         write_jsonl(path, pairs)
     return path, info
+
+
+def conversational(pairs: list[dict], messages: dict | None = None) -> list[dict]:
+    """The pairs in TRL's conversational preference format: `prompt` the conversation up to the answer (the
+    source's chat `messages` when it has them, else one user turn), `chosen` / `rejected` one assistant turn each;
+    the pair's scalar columns (prompt id, scores, label, weight) kept, its per-token columns left out."""
+    messages = messages or {}
+    out = []
+    for q in pairs:
+        row = {"prompt": messages.get(q["prompt_id"]) or [{"role": "user", "content": q["prompt"]}],
+               "chosen": [{"role": "assistant", "content": q["chosen"]}],
+               "rejected": [{"role": "assistant", "content": q["rejected"]}]}
+        row.update({k: v for k, v in q.items() if k not in row and not isinstance(v, list | dict)})
+        out.append(row)
+    return out
 
 
 def pair_stats(groups: dict, pairs: list[dict]) -> dict:

@@ -1,5 +1,6 @@
-"""Report: round t's summary.json entry, its metrics.jsonl line / W&B point, its console row and a W&B table of
-sampled responses (main process; idempotent on resume, so a resumed run logs each round once)."""
+"""Report: round t's summary.json entry, its metrics.jsonl line / W&B point, its console row, W&B tables of sampled
+and of eval responses, and the round's pairs / eval samples / rollouts as W&B artifacts (main process; idempotent on
+resume, so a resumed run logs each round once). The HTML report of a whole run is `selfalign.report`."""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def run(ctx: RoundContext, t: int) -> None:
     if run_dir.get("reported_round", -1) < t:
         ctx.tracker.log(t, flat)
         ctx.tracker.log_samples(t, sample_table(ctx, t))
+        if ctx.tracker.wandb is not None:
+            ctx.tracker.log_samples(t, eval_sample_table(ctx, t), key="eval_samples")
+            round_dir = run_dir.round_dir(t)
+            ctx.tracker.log_files(t, "pairs", "preference-pairs",
+                                  [round_dir / "pairs.jsonl", round_dir / "pairs_conversational.jsonl"])
+            ctx.tracker.log_files(t, "eval_samples", "eval-samples", [round_dir / "eval_samples.jsonl"])
+            ctx.tracker.log_files(t, "rollouts", "grpo-rollouts", [round_dir / "rollouts.jsonl"])
         run_dir.set("reported_round", t)
     ctx.tracker.console_row({"round": t, **flat})
 
@@ -56,3 +64,15 @@ def sample_table(ctx: RoundContext, t: int) -> list[dict]:
     rewards = read_jsonl(round_dir / "rewards.jsonl")[:n]
     return [{"prompt": g["prompt"], "response": g["response"],
              **{f"score/{k}": v for k, v in r["scores"].items()}} for g, r in zip(gens, rewards, strict=True)]
+
+
+def eval_sample_table(ctx: RoundContext, t: int) -> list[dict]:
+    """Round t's first eval responses (greedy and sampled, right or wrong where measured) with their prompts."""
+    from selfalign.data.prompts import eval_rows
+
+    n, path = ctx.recipe.tracking.log_samples, ctx.run.round_dir(t) / "eval_samples.jsonl"
+    if n == 0 or not path.exists():
+        return []
+    samples = read_jsonl(path)[:n]
+    prompts = {r["id"]: r["prompt"] for r in eval_rows(ctx.recipe.prompts, ctx.recipe.rounds, ctx.store.tokenizer)}
+    return [{"prompt": prompts.get(s["prompt_id"]), **s} for s in samples]

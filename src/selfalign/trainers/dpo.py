@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfalign import distributed
+from selfalign import distributed, progress
 from selfalign.config import LoraOptions, TrainConfig
 
 
@@ -23,7 +23,7 @@ def dpo_config(cfg: TrainConfig, output_dir: Path, seed: int):
         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no", report_to="none", seed=seed,
-        disable_tqdm=True, **distributed.precision_args(),
+        **progress.trainer_args(), **distributed.precision_args(),
     )
     if cfg.max_length is not None:
         kwargs["max_length"] = cfg.max_length
@@ -56,8 +56,9 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: TrainConfig, output_dir:
     Returns the trainer (its `.model` is the trained policy, a PeftModel with LoRA).
     """
     from datasets import Dataset
-    from transformers import PrinterCallback
     from trl import DPOTrainer
+
+    from selfalign.trainers.callbacks import attach
 
     trainer_cls = trainer_cls or DPOTrainer
     dataset = Dataset.from_list(pairs)
@@ -66,6 +67,6 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: TrainConfig, output_dir:
         model=model, ref_model=None if peft is not None else ref_model, args=args or dpo_config(cfg, output_dir, seed),
         train_dataset=dataset, processing_class=tokenizer, peft_config=peft, **(trainer_kwargs or {}),
     )
-    trainer.remove_callback(PrinterCallback)  # selfalign reports the round's training stats itself
+    attach(trainer)  # TRL's bar or plain lines, and the run's step log
     trainer.train()
     return trainer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trl import GRPOTrainer
 
-from selfalign import distributed
+from selfalign import distributed, progress
 from selfalign.rewards.verifier import is_correct
 from selfalign.trainers.dpo import lora_config
 from selfalign.trainers.reward_functions import bind_reward_functions, build_reward_functions
@@ -22,7 +22,7 @@ def grpo_config(recipe, weights: list[float], output_dir: Path, seed: int):
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no",
-        report_to="none", seed=seed, disable_tqdm=True, **distributed.precision_args(),
+        report_to="none", seed=seed, **progress.trainer_args(), **distributed.precision_args(),
         num_generations=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p,
         max_completion_length=g.max_new_tokens, reward_weights=weights,
     )
@@ -61,7 +61,8 @@ def train_grpo(model, tokenizer, rows: list[dict], recipe, output_dir: Path, see
     trained policy, a PeftModel with LoRA; `.rollouts` every sampled completion, with `prompt` and, where the
     rows have answers, `correct` added: ground truth measured, never trained on unless a reward says so)."""
     from datasets import Dataset
-    from transformers import PrinterCallback
+
+    from selfalign.trainers.callbacks import attach
 
     funcs, weights = build_reward_functions(recipe.train.grpo_rewards, recipe.rewards, tokenizer,
                                             recipe.generation.max_new_tokens, seed)
@@ -73,7 +74,7 @@ def train_grpo(model, tokenizer, rows: list[dict], recipe, output_dir: Path, see
         processing_class=tokenizer, peft_config=lora_config(lora) if lora is not None else None,
     )
     bind_reward_functions(funcs, trainer)
-    trainer.remove_callback(PrinterCallback)  # selfalign reports the round's training stats itself
+    attach(trainer)  # TRL's bar or plain lines, and the run's step log
     trainer.train()
     by_id = {str(r["id"]): r for r in rows}
     verifiable = all(r.get("answer") is not None for r in rows)
