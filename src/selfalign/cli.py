@@ -1,7 +1,8 @@
-"""Command line: `selfalign run RECIPE.yaml [--output-dir DIR] [--set key.path=value ...]`,
-`selfalign eval MODEL --prompts SOURCE --best-of 1,2,4,8 ...` (best-of-N selection), `selfalign sandbox build`,
-`selfalign critical-tokens RUN_DIR` (cDPO's critical tokens against the sandbox's known first errors).
-Also `python -m selfalign` and `accelerate launch -m selfalign run ...`.
+"""Command line: `selfalign run RECIPE [--output-dir DIR] [--set key.path=value ...]` (a recipe file or a shipped
+recipe's name), `selfalign report RUN_DIR`, `selfalign compare RUN_DIR RUN_DIR ...`, `selfalign recipes [cp NAME DEST]`,
+`selfalign push RUN_DIR --repo-id OWNER/NAME`, `selfalign env`, `selfalign eval MODEL --prompts SOURCE --best-of
+1,2,4,8 ...` (best-of-N selection), `selfalign sandbox build`, `selfalign critical-tokens RUN_DIR` (cDPO's critical
+tokens against the sandbox's known first errors). Also `python -m selfalign` and `accelerate launch -m selfalign run`.
 
 A user mistake prints one line to stderr and exits with code 2; no traceback.
 """
@@ -20,8 +21,14 @@ from pathlib import Path
 from selfalign.config import ConfigError
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(quiet: bool = False) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if quiet and os.environ.get("WANDB_MODE") == "offline":  # transformers prints a line to stdout on this import
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            import transformers.integrations.integration_utils  # noqa: F401
     warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices inside transformers/TRL
     import datasets
     import transformers
@@ -33,16 +40,96 @@ def _quiet_libraries() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from selfalign import distributed, pipeline
+    from selfalign import catalog, distributed, pipeline
     from selfalign.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, args.set or [])
-    output_dir = Path(args.output_dir or Path("runs") / Path(args.recipe).stem)
+    path = catalog.recipe_path(args.recipe)
+    recipe = catalog.resolve_data_paths(load_recipe(path, args.set or []))
+    output_dir = Path(args.output_dir or Path("runs") / path.stem)
     summary = pipeline.run(recipe, output_dir)
     last = summary["rounds"][-1]["eval"]
-    if distributed.is_main():
+    if not distributed.is_main():
+        return 0
+    written = [] if args.no_report else _report(output_dir)
+    if not args.quiet:
         print(f"run finished: {output_dir} (last round: "
               + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)) + ")")
+        if written:
+            print(f"report: {written[0]}")
+    return 0
+
+
+def _report(output_dir: Path) -> list[Path]:
+    """The run's report at the end of `selfalign run`; a failure to draw it is a warning, never a failed run."""
+    from selfalign.report import report_run
+
+    try:
+        return report_run(output_dir)
+    except Exception as e:  # noqa: BLE001 - the run itself succeeded
+        logging.getLogger("selfalign").warning("the run finished, but its report failed (%s: %s); "
+                                               "`selfalign report %s` retries it", type(e).__name__, e, output_dir)
+        return []
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from selfalign.report import report_run
+
+    if args.samples < 0:
+        raise ConfigError("--samples must be >= 0")
+    try:
+        written = report_run(args.run_dir, args.output, samples=args.samples)
+    except PermissionError as e:  # a teammate's run: readable, not writable
+        raise ConfigError(f"{e.filename}: not writable; write the report elsewhere with --output DIR") from None
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from selfalign.report import compare_runs
+
+    written = compare_runs(args.run_dirs, args.output, labels=args.label)
+    md = (Path(args.output) / "compare.md").read_text()
+    before, _, after = md.partition("## Figures")
+    print(before.rstrip() + "\n\n" + after[after.find("## Per metric"):].rstrip())
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from selfalign import catalog
+
+    if args.recipes_command == "cp":
+        print(catalog.copy(args.name, args.dest, force=args.force))
+        return 0
+    if args.recipes_command == "path":
+        print(catalog.find(args.name))
+        return 0
+    recipes = catalog.shipped()
+    width = max(map(len, recipes), default=0)
+    launch = {k: v for k, v in recipes.items() if k.startswith(catalog.LAUNCH_CONFIGS + "/")}
+    print(f"Recipes (selfalign run NAME; selfalign recipes cp NAME DEST to edit a copy), in {catalog.recipes_root()}:")
+    for name, path in recipes.items():
+        if name not in launch:
+            print(f"  {name:<{width}}  {catalog.description(path, 110)}")
+    print("Launch configs (accelerate launch --config_file $(selfalign recipes path NAME) -m selfalign run ...):")
+    for name, path in launch.items():
+        print(f"  {name:<{width}}  {catalog.description(path, 110)}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from selfalign.env import format_report, report
+
+    print(format_report(report()))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from selfalign.hub import push
+
+    where = push(args.run_dir, args.repo_id, args.round, private=args.private, revision=args.revision,
+                 licence=args.license, merge=args.merge, to_dir=args.to_dir, message=args.message)
+    print(f"{'wrote' if args.to_dir else 'pushed to'} {where}")
     return 0
 
 
@@ -132,14 +219,60 @@ def cmd_critical_tokens(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="selfalign", description=__doc__.split("\n")[0])
+    from selfalign import __version__
+
+    parser = argparse.ArgumentParser(prog="selfalign", description="Self-improving language models: generate, "
+                                     "reward with the model's own reward models, train with TRL, repeat.")
+    parser.add_argument("--version", action="version", version=f"selfalign {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress and no log lines: only the per-round "
+                        "table (and warnings)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a recipe (resumes when OUTPUT_DIR holds an unfinished run)")
-    run.add_argument("recipe", help="recipe YAML file")
+    run.add_argument("recipe", help="a recipe YAML file, or the name of a shipped recipe (`selfalign recipes`)")
     run.add_argument("--output-dir", help="run directory (default: runs/<recipe name>)")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a recipe value")
+    run.add_argument("--no-report", action="store_true", help="do not write report.html / report.md at the end")
+    run.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                     help="only the per-round table (as `selfalign -q run`)")
     run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained, with plots) and report.md")
+    rep.add_argument("run_dir", help="a run directory (finished or not)")
+    rep.add_argument("--output", help="where to write them (default: RUN_DIR)")
+    rep.add_argument("--samples", type=int, default=12, help="chosen vs rejected pairs (or rollouts) shown per "
+                     "round (default 12)")
+    rep.set_defaults(func=cmd_report)
+    cmp = sub.add_parser("compare", help="the same metrics across runs: one table per metric and one set of plots")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--label", action="append", help="a name per run, in order (repeat it; runs with the same label "
+                     "are averaged: mean ± std); default: the directory names")
+    cmp.add_argument("--output", default="runs/compare", help="where to write compare.html, compare.md and "
+                     "compare.json (default runs/compare)")
+    cmp.set_defaults(func=cmd_compare)
+    rec = sub.add_parser("recipes", help="list the shipped recipes; `recipes cp NAME DEST` copies one")
+    rec.set_defaults(func=cmd_recipes, recipes_command=None)
+    rec_sub = rec.add_subparsers(dest="recipes_command")
+    rcp = rec_sub.add_parser("cp", help="copy a shipped recipe to edit it")
+    rcp.add_argument("name", help="e.g. quickstart, sandbox/cream")
+    rcp.add_argument("dest", help="a file, or a directory to copy it into")
+    rcp.add_argument("--force", action="store_true", help="overwrite DEST")
+    rpath = rec_sub.add_parser("path", help="print a shipped recipe's (or launch config's) file path")
+    rpath.add_argument("name")
+    env = sub.add_parser("env", help="versions, CUDA and GPUs: what a bug report needs")
+    env.set_defaults(func=cmd_env)
+    push = sub.add_parser("push", help="push a round's model or LoRA adapter to the Hugging Face Hub with a model card")
+    push.add_argument("run_dir")
+    push.add_argument("--repo-id", required=True, help="OWNER/NAME on the Hub")
+    push.add_argument("--round", type=int, help="the round to push (default: the last trained round)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--revision", help="a branch to push to (created if missing; default main)")
+    push.add_argument("--license", help="the card's licence id (e.g. apache-2.0, llama3); default: the base model's "
+                      "when selfalign knows it, else 'other'")
+    push.add_argument("--merge", action="store_true", help="LoRA: push merged full weights even where the adapter "
+                      "alone would do")
+    push.add_argument("--message", help="the commit message")
+    push.add_argument("--to-dir", help="write the folder (weights + README.md model card) here instead of pushing")
+    push.set_defaults(func=cmd_push)
     ev = sub.add_parser("eval", help="best-of-N: sample N responses per prompt, select one by each rule")
     ev.add_argument("model", help="a model directory, or 'sandbox' (the built-in sandbox model)")
     ev.add_argument("--prompts", required=True, help="sandbox://arith?..., a .jsonl file, or an HF dataset")
@@ -178,11 +311,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from selfalign import progress
+
     args = make_parser().parse_args(argv)
     main_process = os.environ.get("RANK", "0") == "0"  # under a launcher, the other processes log warnings only
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if main_process else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    _quiet_libraries()
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet or not main_process else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    progress.configure("quiet" if args.quiet else "auto")
+    if args.quiet or not main_process:  # DeepSpeed logs its warnings to stdout, where the per-round table goes
+        logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
+    _quiet_libraries(args.quiet)
     try:
         processes = int(os.environ.get("WORLD_SIZE", "1"))
         if args.func is not cmd_run and processes > 1:
