@@ -15,6 +15,7 @@ from selfalign.best_of_n import (
     parse_rules,
     select,
     selections,
+    separation,
 )
 from selfalign.config import ConfigError
 from selfalign.rewards.voting import borda_vote
@@ -73,6 +74,15 @@ def test_accuracy_table_hand_computed():
     assert table["pass@N"] == {"1": 0.5, "3": 1.0}
 
 
+def test_separation_hand_computed():
+    correct = [[False, True, True], [True, False, False], [True, True, True]]
+    scores = {"likelihood": [[0.1, 0.5, 0.1], [0.2, 0.3, None], [1.0, 2.0, 3.0]]}
+    # prompt 0: right 0.5 vs wrong 0.1 wins, right 0.1 vs wrong 0.1 ties; prompt 1: right 0.2 vs wrong 0.3 loses (the
+    # unscored sample is left out); prompt 2 has no wrong sample
+    assert separation(scores, correct) == {"likelihood": {"value": pytest.approx(1.5 / 3), "pairs": 3}}
+    assert separation({"judge": [[1.0, 1.0]]}, [[True, True]]) == {"judge": {"value": None, "pairs": 0}}
+
+
 def test_markdown_without_verifier():
     report = {"best_of": [1, 2], "num_prompts": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8, "seed": 0,
               "borda_power": 0.5, "accuracy": None}
@@ -119,7 +129,9 @@ def test_eval_cli_end_to_end(tiny_model, tmp_path, capsys):
         if winner is not None:
             assert rec["answers"][rec["chosen"]["borda"]["4"]] == winner
 
+    assert set(report["pairwise_accuracy"]) == {"self_certainty", "likelihood", "judge", "ptrue"}
     md = (out / "best_of_n.md").read_text()
+    assert "| reward | P(right > wrong) | pairs |" in md
     assert "| rule | N=1 | N=2 | N=4 |" in md and "| borda |" in md and "| pass@N |" in md
     assert (out / "best_of_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -138,6 +150,7 @@ def test_eval_cli_without_a_verifier_writes_no_plot(tiny_model, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--select", "borda,oracle"], "--select: unknown rule 'oracle'"),
+    (["--select", "implicit"], "--select: the 'implicit' reward needs a reference model besides the evaluated one"),
     (["--best-of", "1,x"], "--best-of: '1,x' is not a comma-separated list"),
     (["--best-of", "0,4"], "--best-of: '0,4': every N must be >= 1"),
     (["--temperature", "0"], "--temperature 0 (greedy) gives one sample per prompt"),

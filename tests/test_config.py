@@ -7,7 +7,7 @@ import math
 import pytest
 
 from selfalign.config import ConfigError, LoraOptions
-from selfalign.recipe import Recipe, load_recipe, recipe_from_dict
+from selfalign.recipe import Recipe, load_recipe, migrate_saved, recipe_differences, recipe_from_dict
 from selfalign.rewards.judge import JudgeConfig
 from selfalign.rewards.likelihood import LikelihoodConfig
 from selfalign.sandbox.config import SandboxModelConfig
@@ -236,9 +236,14 @@ def test_literal_without_a_close_match_has_no_suggestion():
 
 def test_pairs_reward_must_name_a_configured_reward():
     msg = config_error(recipe_from_dict, {"pairs": {"reward": "likelihood"}})
-    assert msg == "recipe: pairs.reward: 'likelihood' is not a configured reward; configured: judge"
+    assert msg == ("recipe: pairs.reward: 'likelihood' is not a configured reward; configured: judge (add "
+                   "`likelihood: {}` under rewards: to rank by it)")
     msg = config_error(recipe_from_dict, {"rewards": {"judge": None}, "pairs": {"reward": "judge"}})
-    assert msg.endswith("configured: none configured")
+    assert "configured: none configured" in msg
+    msg = config_error(recipe_from_dict, {"pairs": {"reward": "jugde"}})
+    assert msg == "recipe: pairs.reward: 'jugde' is not a registered reward; did you mean 'judge'? (configured: judge)"
+    msg = config_error(recipe_from_dict, {"pairs": {"reward": "self_certainy"}})
+    assert "did you mean 'self_certainty'?" in msg
     # With no rounds there are no pairs, so the check does not apply.
     assert recipe_from_dict({"rounds": 0, "pairs": {"reward": "likelihood"}}).pairs.reward == "likelihood"
 
@@ -277,7 +282,7 @@ SCIR_OK = {"rewards": {"judge": {"mode": "expected"}, "implicit": {}}, "pairs": 
      "recipe: cdpo: builds its own pairs (most frequent correct vs most frequent wrong answer); so does scir; "
      "choose one"),
     ({**SCIR_OK, "pairs": {"reward": "ptrue"}}, "recipe: pairs.reward: 'ptrue' is not a configured reward; "
-     "configured: judge, implicit"),
+     "configured: judge, implicit (add `ptrue: {}` under rewards: to rank by it)"),
     ({**SCIR_OK, "scir": {"judge_format": "pairwise", "options": ["A", "A"]}},
      "recipe: scir.options: give two different answer strings (first-shown, second-shown)"),
     ({**SCIR_OK, "scir": {"judge_format": "pairwise", "pairwise_template": "{prompt} {response_a}"}},
@@ -568,3 +573,26 @@ def test_vllm_settings_parse():
     r = recipe_from_dict({"generation": {"backend": "vllm", "tensor_parallel_size": 4,
                                          "vllm": {"gpu_memory_utilization": 0.6, "max_model_len": 4096}}})
     assert r.generation.tensor_parallel_size == 4 and r.generation.vllm["max_model_len"] == 4096
+
+
+def _grpo(terms: list[dict], **rewards) -> dict:
+    return {"rewards": rewards, "train": {"algorithm": "grpo", "batch_size": 8, "grpo_rewards": terms},
+            "generation": {"samples_per_prompt": 4}}
+
+
+def test_a_run_directory_of_the_old_grpo_format_resumes_with_its_meaning():
+    """Before the methods-as-plugins redesign recipe.yaml held `ngram` and `batch_size` on every GRPO term (which
+    today's loader rejects where the reward has no such option), and the `majority` term was the 0/1 match."""
+    old = _grpo([{"source": "majority", "weight": 1.0, "ngram": 4, "batch_size": 32},
+                 {"source": "repetition", "weight": 0.5, "ngram": 4, "batch_size": 32}])
+    with pytest.raises(ConfigError, match=r"grpo_rewards\[0\]\.(ngram|batch_size): unknown key"):
+        recipe_from_dict(old)
+    same = recipe_from_dict(_grpo([{"source": "majority", "score": "match"}, {"source": "repetition", "weight": 0.5}]))
+    assert recipe_differences(same, old, "run/recipe.yaml") == []
+    share = recipe_from_dict(_grpo([{"source": "majority"}, {"source": "repetition", "weight": 0.5}]))
+    assert recipe_differences(share, old, "run/recipe.yaml") == ["train"]  # today's default is another reward
+    # an n-gram size that differs from what the term would get without it is kept
+    kept = migrate_saved(_grpo([{"source": "repetition", "ngram": 2, "batch_size": 32}], repetition={"ngram": 3}))
+    assert kept["train"]["grpo_rewards"] == [{"source": "repetition", "ngram": 2}]
+    new = _grpo([{"source": "repetition"}])
+    assert migrate_saved(new) is new  # today's format is left alone

@@ -24,8 +24,9 @@ COMMON = ["rounds=1", "prompts.train_per_round=4", "prompts.eval_prompts=2", "ge
 SMALL = {
     "srlm": ["generation.samples_per_prompt=2", "rewards.judge.num_judgments=1", "rewards.judge.max_new_tokens=32",
              "rewards.judge.mode=expected"],  # the written judge is tested in test_srlm_written_judgments_...
-    "cream": ["generation.samples_per_prompt=5", "seed_sft.enabled=true"],  # Kendall over 5 samples: a mean label of exactly 0.5 (no gradient at
-    # the start, where h = 0) is unlikely; over 3 it is not
+    # Kendall over 5 samples: a mean label of exactly 0.5 (no gradient at the start, where h = 0) is unlikely; over 3
+    # it is not
+    "cream": ["generation.samples_per_prompt=5", "seed_sft.enabled=true"],
     "scir": ["generation.samples_per_prompt=2", "scir.regularize=all"],
     "osp": ["generation.samples_per_prompt=2"],
     "treg": ["generation.samples_per_prompt=2"],

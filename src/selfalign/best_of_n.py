@@ -72,6 +72,11 @@ def parse_rules(text: str) -> list[str]:
     """"borda,majority" → ["borda", "majority"] (order kept, duplicates dropped); ConfigError on unknown rules."""
     rules = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     unknown = [r for r in rules if r not in RULE_REWARD]
+    for r in unknown:
+        if r in REWARDS:
+            needs = " and ".join(n for n in REWARDS[r].needs if n != "policy") or "second"
+            raise ConfigError(f"--select: the {r!r} reward needs a {needs} model besides the evaluated one (it is a "
+                              f"reward of a run's rounds); best-of-N selects with: {', '.join(RULES)}")
     if unknown or not rules:
         bad = unknown[0] if unknown else text
         raise ConfigError(f"--select: unknown rule {bad!r}; available: {', '.join(RULES)}{did_you_mean(bad, RULES)}")
@@ -115,6 +120,18 @@ def accuracy_table(chosen: dict[str, dict[int, list[int]]], correct: list[list[b
     table["mean@N"] = {str(n): mean(mean(c[:n]) for c in correct) for n in best_of}
     table["pass@N"] = {str(n): mean(any(c[:n]) for c in correct) for n in best_of}
     return table
+
+
+def separation(scores: dict[str, list[list[float | None]]], correct: list[list[bool]]) -> dict[str, dict]:
+    """Per reward: P(a right sample outscores a wrong one of the same prompt), ties half, over every (right, wrong)
+    pair of the max(N) samples (`value`, None without such pairs), and the number of pairs (`pairs`)."""
+    from selfalign.stages.reward import pairwise_accuracy
+
+    out = {}
+    for name, per_prompt in scores.items():
+        value, n = pairwise_accuracy([list(zip(s, c, strict=True)) for s, c in zip(per_prompt, correct, strict=True)])
+        out[name] = {"value": value, "pairs": n}
+    return out
 
 
 def build_rewards(names: set[str], model, tokenizer, batch_size: int, judge_template: str,
@@ -169,6 +186,7 @@ def run_best_of_n(model, tokenizer, rows: list[dict], settings: BestOfNSettings,
         "num_prompts": len(rows),
         "verifiable": verifiable,
         "accuracy": accuracy_table(chosen, correct, settings.best_of) if correct is not None else None,
+        "pairwise_accuracy": separation(scores, correct) if correct is not None else None,
         "answer_rate": statistics.fmean(a is not None for group in answers for a in group),
         "mean_response_tokens": statistics.fmean(len(s.token_ids) for group in samples for s in group),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
@@ -197,6 +215,13 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {rule} | " + " | ".join(f"{by_n[n]:.3f}" for n in ns) + " |")
     lines += ["", "Accuracy of the selected sample. mean@N: a uniformly random pick among the N; "
               "pass@N: any of the N is correct (a perfect selector).", ""]
+    if report.get("pairwise_accuracy"):
+        lines += ["| reward | P(right > wrong) | pairs |", "|---|---:|---:|"]
+        for name, sep in report["pairwise_accuracy"].items():
+            value = "–" if sep["value"] is None else f"{sep['value']:.3f}"
+            lines.append(f"| {name} | {value} | {sep['pairs']} |")
+        lines += ["", "P(right > wrong): how often a right sample outscores a wrong one of the same prompt (ties "
+                  "half), over every such pair of the samples; 0.5 is chance.", ""]
     return "\n".join(lines)
 
 

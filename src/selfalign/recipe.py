@@ -29,6 +29,7 @@ from selfalign.config import (
     TrainConfig,
     apply_override,
     build,
+    did_you_mean,
     load_yaml,
     opt,
     to_dict,
@@ -91,8 +92,12 @@ def check(recipe: Any) -> methods.Methods:
     dpo = recipe.train.algorithm == "dpo"
     enabled = recipe.rewards.enabled()
     if dpo and recipe.rounds > 0 and resolved.pairs.uses_pairs_reward and recipe.pairs.reward not in enabled:
-        allowed = ", ".join(enabled) or "none configured"
-        raise ConfigError(f"pairs.reward: {recipe.pairs.reward!r} is not a configured reward; configured: {allowed}")
+        name, allowed = recipe.pairs.reward, ", ".join(enabled) or "none configured"
+        if name in REWARDS:
+            raise ConfigError(f"pairs.reward: {name!r} is not a configured reward; configured: {allowed} (add "
+                              f"`{name}: {{}}` under rewards: to rank by it)")
+        hint = did_you_mean(name, enabled) or did_you_mean(name, REWARDS)
+        raise ConfigError(f"pairs.reward: {name!r} is not a registered reward{hint} (configured: {allowed})")
     if dpo and recipe.generation.samples_per_prompt < 2 and recipe.rounds > 0:
         raise ConfigError("generation.samples_per_prompt: must be >= 2 to build preference pairs")
     if recipe.seed_sft.enabled and not (recipe.seed_sft.data or recipe.seed_sft.judge_data):
@@ -128,10 +133,36 @@ def dump_recipe(recipe: Any) -> str:
     return yaml.safe_dump(to_dict(recipe), sort_keys=False)
 
 
+def migrate_saved(saved: dict) -> dict:
+    """A run directory's recipe.yaml, written by an older selfalign, as today's loader reads it with the meaning it
+    had. Before the methods-as-plugins redesign every GRPO reward term was saved with `ngram` and `batch_size`,
+    whatever its source, and `rewards.<source>` did not apply to GRPO: `batch_size` (speed only) is dropped, `ngram`
+    where it is what the term gets without it (repetition's `rewards.repetition.ngram`, else 4), and a term of
+    source `majority` was TTRL's 0/1 label, today `score: match`."""
+    train = saved.get("train")
+    terms = train.get("grpo_rewards") if isinstance(train, dict) else None
+    if not isinstance(terms, list) or not any(isinstance(t, dict) and "ngram" in t for t in terms):
+        return saved
+    saved = yaml.safe_load(yaml.safe_dump(saved))  # deep copy
+    rewards = saved.get("rewards") if isinstance(saved.get("rewards"), dict) else {}
+    for term in saved["train"]["grpo_rewards"]:
+        if not isinstance(term, dict) or term.get("source") not in REWARDS:
+            continue
+        term.pop("batch_size", None)
+        section = rewards.get(term["source"]) if isinstance(rewards.get(term["source"]), dict) else {}
+        fields = REWARDS[term["source"]].config.__dataclass_fields__
+        if "ngram" not in fields or term.get("ngram") == section.get("ngram", fields["ngram"].default):
+            term.pop("ngram", None)
+        if term["source"] == "majority":
+            term.setdefault("score", "match")
+    return saved
+
+
 def recipe_differences(recipe: Any, saved: dict, source: str,
                        ignore: tuple[str, ...] = ("rounds", "tracking")) -> list[str]:
     """The top-level keys in which `recipe` differs from a saved one (read with today's defaults, so keys added
-    since it was written do not count), other than `ignore`."""
-    old = to_dict(recipe_from_dict(saved, source=source))
+    since it was written do not count; an older selfalign's recipe.yaml migrated, `migrate_saved`), other than
+    `ignore`."""
+    old = to_dict(recipe_from_dict(migrate_saved(saved), source=source))
     new = to_dict(recipe)
     return [k for k in new if k not in ignore and new[k] != old.get(k)]
