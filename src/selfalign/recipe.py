@@ -158,7 +158,7 @@ def resumable_changes(recipe: Any, saved: dict, source: str) -> dict[str, tuple[
     """{key path: (saved value, new value)} of the `RESUMABLE` settings other than rounds and tracking that differ."""
     old, new = to_dict(recipe_from_dict(saved, source=source)), to_dict(recipe)
     changes = {}
-    for path in RESUMABLE[2:]:
+    for path in (p for p in RESUMABLE if p not in ("rounds", "tracking")):
         a, b = old, new
         for p in path.split("."):
             a = a.get(p) if isinstance(a, dict) else None
