@@ -2,12 +2,15 @@
 
 Every artifact is written to a temporary sibling and moved into place with `os.replace`, so a
 reader (or a resumed run) sees either the whole file or none of it, whatever moment the writer
-was killed at. Artifacts get the permissions the user's umask gives a new file (0644 / 0755 with the
-usual 022, so teammates on a shared machine can read a run), not the 0600 / 0700 of temporary files.
+was killed at. A write that fails (disk full, no permission) removes its temporary file and raises
+`selfalign.errors.WriteFailed`, one line naming the file. Artifacts get the permissions the user's
+umask gives a new file (0644 / 0755 with the usual 022, so teammates on a shared machine can read a
+run), not the 0600 / 0700 of temporary files.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -18,6 +21,30 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from selfalign.errors import WriteFailed
+
+_REASONS = {errno.ENOSPC: ("no space left on the device", "free some space"),
+            errno.EDQUOT: ("disk quota exceeded", "free some space"),
+            errno.EACCES: ("permission denied", "make it writable"),
+            errno.EPERM: ("operation not permitted", "make it writable"),
+            errno.EROFS: ("read-only file system", "write the run to a writable disk")}
+#: the errors of a write that the user can fix (a full disk, a missing permission)
+WRITE_ERRORS = frozenset(_REASONS)
+
+
+def raise_write_error(path: str | Path, e: OSError) -> None:
+    """Raise `WriteFailed` naming `path` when `e` is one of `WRITE_ERRORS`; the caller re-raises any other error."""
+    if e.errno in WRITE_ERRORS:
+        raise write_failed(path, e) from None
+
+
+def write_failed(path: str | Path, e: OSError, cleaned: bool = True) -> WriteFailed:
+    """The one-line error of a failed write of `path`; `cleaned`: whatever was half-written has been removed."""
+    reason, fix = _REASONS.get(e.errno, (e.strerror or type(e).__name__, "fix it"))
+    kept = "; nothing half-written was kept" if cleaned else ""
+    return WriteFailed(f"{path}: cannot write ({reason}){kept}: {fix} and run the same command again (a run resumes "
+                       "where it stopped)", str(path), e.errno)
 
 
 def current_umask() -> int:
@@ -51,8 +78,12 @@ def follow_umask(path: str | Path) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise_write_error(path, e)
+        raise
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -60,8 +91,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise_write_error(path, e)
         raise
 
 
@@ -84,11 +117,28 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
-    """Append one line (the metrics log, which is never read back by the engine)."""
+    """Append one line (the metrics logs). A failed or short write is cut off again, so the file never ends in a
+    partial line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise_write_error(path, e)
+        raise
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as e:
+            os.ftruncate(fd, start)
+            raise_write_error(path, e)
+            raise
+    finally:
+        os.close(fd)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -104,12 +154,43 @@ def file_sha256(path: str | Path) -> str:
 
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written directory into place (the old one, if any, is removed first), its permissions those the
-    umask gives (a trainer's safetensors are written 0600)."""
-    follow_umask(tmp_dir)
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.replace(tmp_dir, final_dir)
+    """Move a fully written directory into place (the old one, if any, is removed once the new one is there), its
+    permissions those the umask gives (a trainer's safetensors are written 0600). When the move fails, the old
+    directory stays, the temporary one is removed (and on a full disk or without permission `WriteFailed` names
+    the directory)."""
+    old = final_dir.with_name(f".{final_dir.name}.old")
+    try:
+        follow_umask(tmp_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        if final_dir.exists():
+            os.replace(final_dir, old)
+        try:
+            os.replace(tmp_dir, final_dir)
+        except OSError:
+            if old.exists():
+                os.replace(old, final_dir)
+            raise
+    except OSError as e:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise_write_error(final_dir, e)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_dir(final_dir: Path, write: Callable[[Path], Any]) -> None:
+    """`write(tmp)` fills a temporary sibling of `final_dir`, which then replaces it whole (`replace_dir`). When
+    writing fails, the temporary directory is removed (a full disk or a missing permission: `WriteFailed` naming
+    `final_dir`)."""
+    tmp = final_dir.with_name(f".{final_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise_write_error(final_dir, e)
+        raise
+    replace_dir(tmp, final_dir)
 
 
 def run_in_chunks(
@@ -182,16 +263,24 @@ class RunDir:
         """Re-read the manifest another process wrote (a non-main process, after a stage's barrier)."""
         self._manifest = read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
 
+    def trainer_dir(self, t: int) -> Path:
+        """Where round t's trainer (seed SFT in round 0) keeps its checkpoints while the stage runs."""
+        return self.round_dir(t) / "trainer"
+
     def mark_done(self, t: int, stage: str, artifact: Path | None, seconds: float, **info: Any) -> None:
+        """Record a finished stage; then its resumable chunks and, for a training stage, its checkpoints go."""
         entry = {"finished_at": time.time(), "seconds": round(seconds, 3), **info}
         if artifact is not None:
             entry["artifact"] = str(artifact.relative_to(self.root))
             entry["sha256"] = file_sha256(artifact)
-        self._manifest["stages"][self.key(t, stage)] = entry
-        write_json(self.manifest_path, self._manifest)
-        parts = self.round_dir(t) / ".parts" / stage
-        if parts.exists():
-            shutil.rmtree(parts)
+        manifest = {**self._manifest, "stages": {**self._manifest["stages"], self.key(t, stage): entry}}
+        write_json(self.manifest_path, manifest)
+        self._manifest = manifest
+        scratch = [self.round_dir(t) / ".parts" / stage] + ([self.trainer_dir(t)] if stage in ("train", "seed_sft")
+                                                             else [])
+        for path in scratch:
+            if path.exists():
+                shutil.rmtree(path)
 
     def check_artifact(self, t: int, stage: str) -> None:
         """Raise if a finished stage's artifact went missing or changed since it was written."""
@@ -208,5 +297,6 @@ class RunDir:
         return self._manifest.get(key, default)
 
     def set(self, key: str, value: Any) -> None:
-        self._manifest[key] = value
-        write_json(self.manifest_path, self._manifest)
+        manifest = {**self._manifest, key: value}
+        write_json(self.manifest_path, manifest)
+        self._manifest = manifest

@@ -4,12 +4,15 @@ recipe's name), `selfalign report RUN_DIR`, `selfalign compare RUN_DIR RUN_DIR .
 1,2,4,8 ...` (best-of-N selection), `selfalign sandbox build`, `selfalign critical-tokens RUN_DIR` (cDPO's critical
 tokens against the sandbox's known first errors). Also `python -m selfalign` and `accelerate launch -m selfalign run`.
 
-A user mistake prints one line to stderr and exits with code 2; no traceback.
+A user mistake prints one line to stderr and exits with code 2; no traceback. So does a run that stopped for a reason
+the user can act on (`selfalign.errors`: a full disk or a missing permission while writing, a loss that is not
+finite).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -19,6 +22,7 @@ import warnings
 from pathlib import Path
 
 from selfalign.config import ConfigError
+from selfalign.errors import RunStopped
 
 
 def _quiet_libraries(quiet: bool = False) -> None:
@@ -72,13 +76,16 @@ def _report(output_dir: Path) -> list[Path]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from selfalign.errors import WriteFailed
     from selfalign.report import report_run
 
     if args.samples < 0:
         raise ConfigError("--samples must be >= 0")
     try:
         written = report_run(args.run_dir, args.output, samples=args.samples)
-    except PermissionError as e:  # a teammate's run: readable, not writable
+    except (PermissionError, WriteFailed) as e:  # a teammate's run: readable, not writable
+        if isinstance(e, WriteFailed) and e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         raise ConfigError(f"{e.filename}: not writable; write the report elsewhere with --output DIR") from None
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -327,8 +334,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"selfalign {args.command}: runs in one process ({processes} were launched); start it "
                               "without accelerate launch (only `selfalign run` shares its work between processes)")
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, RunStopped) as e:
         print(f"selfalign: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a library's write (a trainer's checkpoint, W&B) on a full disk or without permission
+        from selfalign.artifacts import WRITE_ERRORS, write_failed
+
+        if e.errno not in WRITE_ERRORS:
+            raise
+        print(f"selfalign: error: {write_failed(e.filename or 'a file', e, cleaned=False)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("selfalign: interrupted; run the same command again to resume", file=sys.stderr)

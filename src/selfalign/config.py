@@ -63,8 +63,8 @@ class ModelConfig:
 class PromptsConfig:
     source: str = "sandbox://arith"  # sandbox://arith?terms=3&digits=2&seed=0, a .jsonl file, or an HF dataset
     eval_source: str | None = None  # default: held-out rows of `source` (sandbox: its eval split)
-    train_per_round: int = opt(256, lo=1)
-    eval_prompts: int = opt(512, lo=0)
+    train_per_round: int = opt(256, lo=1, hi=10_000_000)
+    eval_prompts: int = opt(512, lo=0, hi=10_000_000)
     split: str = "train"  # HF dataset split
     field: str = "prompt"  # the prompt column; rows with chat `messages` are read too
     answer_field: str = "answer"  # ground truth for a verifier, when the rows have one
@@ -140,6 +140,7 @@ class TrainConfig:
     dpo: dict[str, Any] = opt(factory=dict)  # any other trl.DPOConfig field, passed through
     grpo_rewards: list[RewardTerm] = opt(factory=list)  # GRPO's reward terms and weights
     grpo: dict[str, Any] = opt(factory=dict)  # any other trl.GRPOConfig field (beta, loss_type, ...), passed through
+    checkpoint_steps: int | None = opt(50, lo=1)  # a resumable checkpoint every N optimizer steps (null: none)
 
 
 @dataclass
@@ -257,6 +258,8 @@ def _check_range(value: Any, meta: typing.Mapping[str, Any], where: str) -> None
         return
     if value != value:
         raise ConfigError(f"{where}: nan is not allowed; expected a number")
+    if value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{where}: {value!r} is not allowed; expected a finite number")
     lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ConfigError(f"{where}: {value!r} is out of range; must be {'>' if lo_open else '>='} {lo:g}")
@@ -325,6 +328,22 @@ def to_dict(obj: Any) -> Any:
 # Reading YAML and `--set` overrides
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key written twice in one mapping is an error (PyYAML keeps the last one
+    silently, so the first `train:` section of a recipe with two would be dropped without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base loader says so
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | typing.Any) -> dict:
     """A recipe file as a mapping; ConfigError naming the file (and line) when it cannot be read or parsed."""
     from pathlib import Path
@@ -337,7 +356,7 @@ def load_yaml(path: str | typing.Any) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (invalid UTF-8)") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         loc = f" line {mark.line + 1}" if mark else ""
@@ -356,6 +375,9 @@ def apply_override(raw: dict, assignment: str) -> None:
     except yaml.YAMLError:
         value = text
     parts = key.strip().split(".")
+    if not all(p.strip() for p in parts):
+        raise ConfigError(f"--set {assignment}: the key path {key.strip()!r} has an empty part; expected "
+                          "KEY.PATH=VALUE")
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)

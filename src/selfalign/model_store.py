@@ -10,13 +10,14 @@ the GPU.
 from __future__ import annotations
 
 import gc
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from selfalign import distributed, models
-from selfalign.artifacts import RunDir, replace_dir
+from selfalign.artifacts import RunDir, raise_write_error, replace_dir, write_dir
 from selfalign.config import GenerationConfig, ModelConfig
 from selfalign.generation import Sample, generate
 
@@ -127,10 +128,11 @@ class ModelStore:
         if adapters:
             merged = self.run.root / ".vllm" / f"round_{t}"
             if distributed.is_main() and not merged.exists():
-                tmp = merged.with_name(f".round_{t}.tmp")
-                models.load_round_model(self.cfg, self.run.root, t).save_pretrained(str(tmp))
-                self.tokenizer.save_pretrained(str(tmp))
-                replace_dir(tmp, merged)
+                def save(tmp: Path) -> None:
+                    models.load_round_model(self.cfg, self.run.root, t).save_pretrained(str(tmp))
+                    self.tokenizer.save_pretrained(str(tmp))
+
+                write_dir(merged, save)
             distributed.barrier()
             path = str(merged)
         self._vllm = (t, load_engine(path, self.cfg, self.generation, self.seed, distributed.world_size()))
@@ -140,11 +142,20 @@ class ModelStore:
 
     def save_trained(self, trainer, out: Path, with_tokenizer: bool) -> None:
         """The trained model (or adapter) to `out`, atomically. Every process calls the trainer's save (under ZeRO-3
-        it gathers the partitioned weights into full 16-bit tensors); the main process writes."""
+        it gathers the partitioned weights into full 16-bit tensors); the main process writes. A failed write leaves
+        no partial directory and raises `WriteFailed`."""
         tmp = out.with_name(f".{out.name}.tmp")
-        trainer.save_model(str(tmp))
-        distributed.forget_zero3()  # the next stages load whole models for inference
         if distributed.is_main():
-            if with_tokenizer:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
+        try:
+            trainer.save_model(str(tmp))
+            if distributed.is_main() and with_tokenizer:
                 self.tokenizer.save_pretrained(str(tmp))
+        except OSError as e:  # disk full, no permission: no half-written model is left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise_write_error(out, e)
+            raise
+        finally:
+            distributed.forget_zero3()  # the next stages load whole models for inference
+        if distributed.is_main():
             replace_dir(tmp, out)

@@ -7,6 +7,7 @@ rounds 1..t into the base, in order.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -31,14 +32,55 @@ def base_model_path(cfg: ModelConfig) -> str:
     return cfg.path
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
 def load_tokenizer(path: str, cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer at `path`; without a pad token it pads with its EOS token (generation pads on the left and
+    masks the padding). ConfigError when it cannot be loaded or has neither token."""
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
-    except OSError as e:
-        raise ConfigError(f"model.path: cannot load a tokenizer from {path!r} ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, a tokenizers exception, ...: one line for the user
+        raise ConfigError(f"model.path: cannot load a tokenizer from {path!r} ({_first_line(e)})") from None
     if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ConfigError(f"model.path: the tokenizer at {path!r} has neither a pad token nor an EOS token; set "
+                              "eos_token (and pad_token) in its tokenizer_config.json")
         tok.pad_token = tok.eos_token
     return tok
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # owner/name
+
+
+def check_model(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, int | None]:
+    """Before any stage runs: model.path is a model directory (or a hub id) whose config and tokenizer load and
+    whose weights are safetensors; returns the tokenizer and the model's context length (None when its config has
+    no max_position_embeddings). Loads no weights."""
+    from transformers import AutoConfig
+
+    path = base_model_path(cfg)
+    local = Path(path)
+    if local.exists():
+        if not local.is_dir():
+            raise ConfigError(f"model.path: {path!r} is a file; give a model directory (config.json, safetensors "
+                              "weights, tokenizer)")
+        if not (local / "config.json").is_file():
+            raise ConfigError(f"model.path: {path!r} is not a model directory (no config.json)")
+        if not any((local / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+            raise ConfigError(f"model.path: {path!r} has no safetensors weights (model.safetensors); selfalign loads "
+                              "safetensors only")
+    elif path.startswith((".", "/", "~")) or not _HUB_ID.match(path):
+        raise ConfigError(f"model.path: {path!r}: no such model directory (give a model directory, a hub id, "
+                          "'sandbox' or 'smollm2-135m-instruct')")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    except Exception as e:  # noqa: BLE001 - a missing hub id, a malformed config.json, ...: one line for the user
+        raise ConfigError(f"model.path: cannot read the model config of {path!r} ({_first_line(e)})") from None
+    context = getattr(config, "max_position_embeddings", None)
+    return load_tokenizer(path, cfg), context if isinstance(context, int) else None
 
 
 def load_model(path: str, cfg: ModelConfig, device: str | torch.device | None = None) -> PreTrainedModel:
@@ -48,8 +90,8 @@ def load_model(path: str, cfg: ModelConfig, device: str | torch.device | None = 
             path, dtype=_DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code, revision=cfg.revision,
             use_safetensors=True,
         )
-    except OSError as e:
-        raise ConfigError(f"model.path: cannot load a causal LM from {path!r} ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.path: cannot load a causal LM from {path!r} ({_first_line(e)})") from None
     if device is not None:
         model.to(device)
     return model

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from selfalign import distributed
+from selfalign import distributed, models
 from selfalign.artifacts import RunDir, atomic_write_text, read_json
 from selfalign.config import ConfigError, to_dict
 from selfalign.context import RoundContext
 from selfalign.methods import resolve
 from selfalign.model_store import ModelStore
-from selfalign.recipe import dump_recipe, recipe_differences
+from selfalign.recipe import dump_recipe, recipe_differences, resumable_changes
 from selfalign.stages import STAGES, report
 from selfalign.tracking import Tracker
 
@@ -70,22 +70,62 @@ def stage(ctx: RoundContext, t: int, name: str) -> None:
 
 
 def open_run(recipe, output_dir: str | Path) -> RoundContext:
-    """The run's context, after the checks that need no stage: the methods, the launch, and that a resumed run
-    uses the recipe it started with (rounds and tracking may change)."""
+    """The run's context, after the checks that need no stage: the methods, the launch, the model and the prompts
+    (`check_inputs`), and that a resumed run uses the recipe it started with (`recipe.RESUMABLE` settings may
+    change: rounds, tracking, the learning rate and schedule; each change is logged and kept in the manifest)."""
     run_dir = RunDir(output_dir)
+    changes = {}
     if run_dir.recipe_path.exists():
-        saved = yaml.safe_load(run_dir.recipe_path.read_text()) or {}
+        saved = _saved_recipe(run_dir)
         diffs = recipe_differences(recipe, saved, str(run_dir.recipe_path))
         if diffs:
             raise ConfigError(f"{run_dir.root}: this run directory was started with a different recipe "
                               f"(differs in: {', '.join(diffs)}); use another --output-dir")
+        changes = resumable_changes(recipe, saved, str(run_dir.recipe_path))
     methods = resolve(recipe)
     check_launch(recipe, methods)
+    check_inputs(recipe)
     main = distributed.is_main()
+    if main and changes:
+        log.warning("resuming with changed settings: %s (finished stages keep theirs)",
+                    ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
+        run_dir.set("recipe_changes", [*run_dir.get("recipe_changes", []), {
+            "time": time.time(), "stages_done": len(run_dir.get("stages", {})),
+            "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}}])
     if main:
         atomic_write_text(run_dir.recipe_path, dump_recipe(recipe))
     store = ModelStore(recipe.model, recipe.generation, run_dir, recipe.seed)
     return RoundContext(recipe, run_dir, store, methods, main=main)
+
+
+def _saved_recipe(run_dir: RunDir) -> dict:
+    try:
+        saved = yaml.safe_load(run_dir.recipe_path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{run_dir.recipe_path}: the run's saved recipe cannot be read ({type(e).__name__}); "
+                          "restore it, or use another --output-dir") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{run_dir.recipe_path}: the run's saved recipe is not a mapping; restore it, or use "
+                          "another --output-dir")
+    return saved
+
+
+def check_inputs(recipe) -> None:
+    """The model (its config and tokenizer, no weights), the prompt sources and the seed SFT data, read before any
+    stage runs: a mistake in them is one line before anything is written (and a resumed run keeps what it has)."""
+    from selfalign.data.prompts import check_prompts
+    from selfalign.data.seed import load_seed_examples
+
+    tokenizer, context = models.check_model(recipe.model)
+    for key, n in (("generation.max_new_tokens", recipe.generation.max_new_tokens),
+                   ("eval.max_new_tokens", recipe.eval.max_new_tokens)):
+        if context is not None and n is not None and n > context:
+            raise ConfigError(f"{key}: {n} is more than the model's context of {context} tokens")
+    check_prompts(recipe.prompts, recipe.rounds, tokenizer, context)
+    if recipe.seed_sft.enabled:
+        for source in (recipe.seed_sft.data, recipe.seed_sft.judge_data):
+            if source:
+                load_seed_examples(source, recipe.seed_sft.max_examples, recipe.seed)
 
 
 def check_launch(recipe, methods) -> None:

@@ -51,7 +51,7 @@ RewardsConfig = make_dataclass(
 #: a whole recipe: the core sections, the rewards, and each method's section (null: the method is off)
 Recipe = make_dataclass("Recipe", [
     ("model", ModelConfig, field(default_factory=ModelConfig)),
-    ("seed", int, field(default=0)),
+    ("seed", int, opt(0, lo=0, hi=2**31 - 1)),  # seed + round seeds numpy (< 2**32) and torch
     ("rounds", int, opt(3, lo=0)),
     ("prompts", PromptsConfig, field(default_factory=PromptsConfig)),
     ("seed_sft", SeedSFTConfig, field(default_factory=SeedSFTConfig)),
@@ -158,11 +158,42 @@ def migrate_saved(saved: dict) -> dict:
     return saved
 
 
-def recipe_differences(recipe: Any, saved: dict, source: str,
-                       ignore: tuple[str, ...] = ("rounds", "tracking")) -> list[str]:
+#: what a resumed run may change (besides `rounds` and `tracking`): the optimiser's step settings, so that a run whose
+#: loss diverged continues with a lower learning rate (finished rounds keep theirs), and how often it checkpoints
+RESUMABLE = ("rounds", "tracking", "train.learning_rate", "train.warmup_steps", "train.lr_scheduler_type",
+             "train.checkpoint_steps", "train.dpo.max_grad_norm", "train.grpo.max_grad_norm", "seed_sft.learning_rate")
+
+
+def _without(data: dict, paths: tuple[str, ...]) -> dict:
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy
+    for path in paths:
+        *parents, last = path.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return data
+
+
+def recipe_differences(recipe: Any, saved: dict, source: str, ignore: tuple[str, ...] = RESUMABLE) -> list[str]:
     """The top-level keys in which `recipe` differs from a saved one (read with today's defaults, so keys added
-    since it was written do not count; an older selfalign's recipe.yaml migrated, `migrate_saved`), other than
-    `ignore`."""
-    old = to_dict(recipe_from_dict(migrate_saved(saved), source=source))
-    new = to_dict(recipe)
-    return [k for k in new if k not in ignore and new[k] != old.get(k)]
+    since it was written do not count; an older selfalign's recipe.yaml migrated, `migrate_saved`), other than the
+    key paths in `ignore`."""
+    old = _without(to_dict(recipe_from_dict(migrate_saved(saved), source=source)), ignore)
+    new = _without(to_dict(recipe), ignore)
+    return [k for k in new if new[k] != old.get(k)]
+
+
+def resumable_changes(recipe: Any, saved: dict, source: str) -> dict[str, tuple[Any, Any]]:
+    """{key path: (saved value, new value)} of the `RESUMABLE` settings other than rounds and tracking that differ."""
+    old, new = to_dict(recipe_from_dict(migrate_saved(saved), source=source)), to_dict(recipe)
+    changes = {}
+    for path in (p for p in RESUMABLE if p not in ("rounds", "tracking")):
+        a, b = old, new
+        for p in path.split("."):
+            a = a.get(p) if isinstance(a, dict) else None
+            b = b.get(p) if isinstance(b, dict) else None
+        if a != b:
+            changes[path] = (a, b)
+    return changes

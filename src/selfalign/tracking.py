@@ -25,7 +25,7 @@ import secrets
 import time
 from pathlib import Path
 
-from selfalign.artifacts import RunDir, append_jsonl
+from selfalign.artifacts import RunDir, append_jsonl, read_jsonl, write_jsonl
 from selfalign.config import TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,18 @@ class Tracker:
             if round_ is not None:
                 point["trainer/round"] = round_
             self.wandb.log(point)
+
+    def forget_train_steps(self, round_: int | None, trainer: str, after: int) -> None:
+        """Drop the `train_steps.jsonl` lines of this trainer after step `after` (a trainer resumed from its checkpoint
+        at that step logs them again)."""
+        path = self.run.train_steps_path
+        if not self.is_main or not path.exists():
+            return
+        rows = read_jsonl(path)
+        kept = [r for r in rows if not (r.get("round") == round_ and r.get("trainer") == trainer
+                                        and r.get("step", 0) > after)]
+        if len(kept) < len(rows):
+            write_jsonl(path, kept)
 
     def end_training(self, steps: int) -> None:
         """A trainer finished after `steps` steps: the next one's steps count on from there."""

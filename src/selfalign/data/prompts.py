@@ -60,7 +60,7 @@ def _validate_row(raw: object, where: str, field: str, answer_field: str) -> dic
     elif "messages" in raw:
         messages = raw["messages"]
         if (not isinstance(messages, list) or not messages
-                or not all(isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m
+                or not all(isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str)
                            for m in messages)):
             raise ValueError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
         # The prompt is the conversation up to the last user turn; a trailing assistant turn is dropped.
@@ -73,27 +73,36 @@ def _validate_row(raw: object, where: str, field: str, answer_field: str) -> dic
     else:
         raise ValueError(f"{where}: missing field {field!r} (or chat 'messages')")
     if answer_field in raw and raw[answer_field] is not None:
-        row["answer"] = str(raw[answer_field])
+        answer = raw[answer_field]
+        if isinstance(answer, bool) or not isinstance(answer, str | int | float):
+            raise ValueError(f"{where}: field {answer_field!r} must be a string or a number, got "
+                             f"{type(answer).__name__}")
+        row["answer"] = str(answer)
     if "id" in raw:
+        if isinstance(raw["id"], bool) or not isinstance(raw["id"], str | int):
+            raise ValueError(f"{where}: field 'id' must be a string or an integer, got {type(raw['id']).__name__}")
         row["id"] = str(raw["id"])
     return row
 
 
 def _collect(items, field: str, answer_field: str, on_bad_row: str) -> PromptSet:
     """`items` yields (where, raw row or the ValueError that reading it raised)."""
-    rows, skipped = [], 0
+    rows, skipped, seen = [], 0, {}
     for i, (where, raw) in enumerate(items):
         try:
             if isinstance(raw, ValueError):
                 raise raw
             row = _validate_row(raw, where, field, answer_field)
+            row.setdefault("id", str(i))
+            if row["id"] in seen:  # the rounds group samples, pairs and evaluations by prompt id
+                raise ValueError(f"{where}: id {row['id']!r} repeats the id of {seen[row['id']]}")
         except ValueError as e:
             if on_bad_row == "fail":
                 raise ConfigError(f"{e} (set prompts.on_bad_row: skip to skip bad rows)") from None
             skipped += 1
             log.warning("skipping bad prompt row: %s", e)
             continue
-        row.setdefault("id", str(i))
+        seen[row["id"]] = where.rsplit(": ", 1)[-1]
         rows.append(row)
     if skipped:
         log.warning("skipped %d malformed prompt rows", skipped)
@@ -101,15 +110,28 @@ def _collect(items, field: str, answer_field: str, on_bad_row: str) -> PromptSet
 
 
 def _read_jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """(where, row or the ValueError of a line that is not a JSON object's text) per non-blank line."""
+    try:
+        f = open(path, "rb")  # decoded line by line, so that one bad line names its row
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the prompt file ({e.strerror})") from None
+    with f:
+        for lineno, data in enumerate(f, 1):
+            where = f"{path}: row {lineno}"
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield where, ValueError(f"{where}: not UTF-8 text (byte {e.start + 1} of the line)")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}: row {lineno}"
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as e:
-                yield where, ValueError(f"{where}: invalid JSON ({e.msg})")
+                yield where, ValueError(f"{where}: invalid JSON ({e.msg}); a prompt file has one JSON object per "
+                                        "line")
+            except RecursionError:
+                yield where, ValueError(f"{where}: invalid JSON (nested too deeply)")
 
 
 def load_prompts(source: str, *, split: str = "train", field: str = "prompt", answer_field: str = "answer",
@@ -161,10 +183,15 @@ def _load_hf(source: str, split: str, field: str, answer_field: str, on_bad_row:
 
 
 def render_prompt(tokenizer, row: dict, use_chat_template: str = "auto") -> str:
-    """The model input for a row: the chat template when the tokenizer has one, else the raw prompt."""
+    """The model input for a row: the chat template when the tokenizer has one, else the raw prompt. A conversation
+    of several turns needs the template (without it only the last user turn would be left): ConfigError."""
     if use_chat_template == "auto" and getattr(tokenizer, "chat_template", None):
         messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if use_chat_template == "auto" and len(row.get("messages") or []) > 1:
+        raise ConfigError(f"prompt {row['id']!r}: {len(row['messages'])} chat messages, but the model's tokenizer has "
+                          "no chat template, so only the last user turn would reach the model; give the tokenizer a "
+                          "chat_template, or set prompts.chat_template: never to use that turn alone")
     return row["prompt"]
 
 
@@ -172,6 +199,27 @@ def _rendered(rows: list[dict], tokenizer, chat_template: str) -> list[dict]:
     for r in rows:
         r["prompt_text"] = render_prompt(tokenizer, r, chat_template)
     return rows
+
+
+def check_prompts(cfg, rounds: int, tokenizer, context: int | None) -> None:
+    """Every prompt the run's rounds and evaluations will read (`prompts` section `cfg`), read and rendered before
+    any stage runs, so that a bad row, too few rows, or a prompt longer than the model's `context` (tokens) is one
+    line before anything is written. A sandbox source is generated, and always valid."""
+    sets = [(cfg.eval_source or cfg.source, eval_rows(cfg, rounds, tokenizer))]
+    if rounds > 0 and not cfg.source.startswith("sandbox://"):
+        ps = load_prompts(cfg.source, split=cfg.split, field=cfg.field, answer_field=cfg.answer_field,
+                          on_bad_row=cfg.on_bad_row, limit=rounds * cfg.train_per_round)
+        sets.append((cfg.source, _rendered(ps.rows, tokenizer, cfg.chat_template)))
+    for source, rows in sets:
+        for r in rows if context is not None else ():
+            text = r["prompt_text"]
+            if len(text) > 64 * context:  # no tokenizer packs 64 characters into one token: no need to count
+                raise ConfigError(f"{source}: prompt {r['id']!r} is {len(text):,} characters long, more than the "
+                                  f"model's context of {context:,} tokens holds; shorten or remove it")
+            n = len(tokenizer(text)["input_ids"])
+            if n >= context:
+                raise ConfigError(f"{source}: prompt {r['id']!r} is {n:,} tokens long; the model's context is "
+                                  f"{context:,} tokens; shorten or remove it")
 
 
 def train_rows(cfg, t: int, tokenizer) -> list[dict]:
@@ -191,7 +239,7 @@ def eval_rows(cfg, rounds: int, tokenizer) -> list[dict]:
         ps = load_prompts(cfg.source, split=cfg.split, field=cfg.field, answer_field=cfg.answer_field,
                           on_bad_row=cfg.on_bad_row)
         if len(ps.rows) < cfg.eval_prompts + rounds * cfg.train_per_round:
-            raise ConfigError(f"prompts.source: {len(ps.rows)} rows cannot hold {rounds} rounds × "
+            raise ConfigError(f"prompts.source: {cfg.source}: {len(ps.rows)} valid rows cannot hold {rounds} rounds × "
                               f"{cfg.train_per_round} train prompts plus {cfg.eval_prompts} held-out eval prompts; "
                               "set prompts.eval_source or lower the counts")
         ps.rows = ps.rows[len(ps.rows) - cfg.eval_prompts:]

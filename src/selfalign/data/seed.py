@@ -36,13 +36,21 @@ def _file_examples(source: str, n: int) -> list[dict]:
         if not path.is_file():
             raise ConfigError(f"{source}: seed SFT file not found")
         raw = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise ConfigError(f"{source}: cannot read the seed SFT file ({e.strerror})") from None
+        with f:
+            for lineno, data in enumerate(f, 1):
+                try:
+                    line = data.decode("utf-8")
+                    if line.strip():
                         raw.append((f"{source}: row {lineno}", json.loads(line)))
-                    except json.JSONDecodeError as e:
-                        raise ConfigError(f"{source}: row {lineno}: invalid JSON ({e.msg})") from None
+                except UnicodeDecodeError as e:
+                    raise ConfigError(f"{source}: row {lineno}: not UTF-8 text (byte {e.start + 1})") from None
+                except (json.JSONDecodeError, RecursionError) as e:
+                    reason = getattr(e, "msg", "nested too deeply")
+                    raise ConfigError(f"{source}: row {lineno}: invalid JSON ({reason})") from None
     else:
         import datasets
 
@@ -55,9 +63,13 @@ def _file_examples(source: str, n: int) -> list[dict]:
         raw = [(f"{source}: row {i}", r) for i, r in enumerate(ds)]
     out = []
     for where, r in raw[:n]:
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(r).__name__}")
+        messages = r.get("messages")
         if isinstance(r.get("prompt"), str) and isinstance(r.get("completion"), str) and r["prompt"].strip():
             out.append({"prompt": r["prompt"], "completion": r["completion"]})
-        elif isinstance(r.get("messages"), list) and r["messages"] and r["messages"][-1].get("role") == "assistant":
+        elif (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
+              and messages[-1].get("role") == "assistant"):
             *context, answer = r["messages"]
             out.append({"prompt": context, "completion": [answer]})
         else:

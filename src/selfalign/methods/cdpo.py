@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 
 from selfalign import distributed
-from selfalign.artifacts import read_json, replace_dir, run_in_chunks, write_json
+from selfalign.artifacts import raise_write_error, read_json, replace_dir, run_in_chunks, write_json
 from selfalign.config import ConfigError, LoraOptions, SeedSFTConfig, opt
 from selfalign.methods.base import Method
 from selfalign.rewards.contrastive import critical_token_scores
@@ -197,16 +197,22 @@ def contrast_model(base, tokenizer, positive: Sequence[dict], negative: Sequence
             model = _load_adapter(model, name, path)
         else:  # every process trains (TRL distributes it), the main one saves
             model = _add_adapter(model, name, cfg.adapters)
-            trainer = train_sft(model, tokenizer, list(examples), sft, out_dir / f".trainer_{name}", seed)
+            trainer = train_sft(model, tokenizer, list(examples), sft, out_dir / f".trainer_{name}", seed,
+                                lr_key="cdpo.adapters.learning_rate")
             losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
             if distributed.is_main():
                 tmp = out_dir / f".{name}.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
-                model.save_pretrained(str(tmp), selected_adapters=[name])  # a named adapter lands in tmp/<name>/
-                write_json(tmp / name / "train_stats.json", {"examples": len(examples), "steps": len(losses),
-                                                             "loss": statistics.fmean(losses) if losses else None})
-                replace_dir(tmp / name, path)
-                shutil.rmtree(tmp)
+                try:
+                    model.save_pretrained(str(tmp), selected_adapters=[name])  # a named adapter lands in tmp/<name>/
+                    write_json(tmp / name / "train_stats.json", {"examples": len(examples), "steps": len(losses),
+                                                                 "loss": statistics.fmean(losses) if losses else None})
+                    replace_dir(tmp / name, path)
+                except OSError as e:
+                    raise_write_error(path, e)
+                    raise
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
                 shutil.rmtree(out_dir / f".trainer_{name}", ignore_errors=True)
             distributed.barrier()
             del trainer

@@ -114,8 +114,12 @@ class DPO(Method):
 
             from trl import DPOConfig
 
+            from selfalign.trainers.checkpoints import MANAGED_ARGS
+
             allowed = {f.name for f in dataclasses.fields(DPOConfig)}
             for key in train.dpo:
+                if key in MANAGED_ARGS:
+                    raise ConfigError(f"train.dpo.{key}: set by {MANAGED_ARGS[key]}")
                 if key not in allowed:
                     raise ConfigError(f"train.dpo.{key}: not a trl.DPOConfig field{did_you_mean(key, sorted(allowed))}")
 
@@ -141,7 +145,7 @@ class DPO(Method):
         kwargs: dict = {}
         for m in ctx.methods:
             kwargs.update(m.trainer_kwargs(ctx, pairs))
-        out_dir, seed = ctx.run.round_dir(t) / "trainer", self.recipe.seed + t
+        out_dir, seed = ctx.run.trainer_dir(t), self.recipe.seed + t
         # Full fine-tuning: the trainer's arguments come first, so that under ZeRO-3 the policy and the reference
         # are partitioned as they load (zero.Init). LoRA merges the earlier rounds' adapters into whole weights.
         args = None if cfg.lora else dpo_config(cfg, out_dir, seed)

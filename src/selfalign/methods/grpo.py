@@ -75,7 +75,11 @@ class GRPO(Method):
         from trl import GRPOConfig
 
         allowed = {f.name for f in dataclasses.fields(GRPOConfig)}
+        from selfalign.trainers.checkpoints import MANAGED_ARGS
+
         for key in train.grpo:
+            if key in MANAGED_ARGS:
+                raise ConfigError(f"train.grpo.{key}: set by {MANAGED_ARGS[key]}")
             if key in _GRPO_MANAGED:
                 raise ConfigError(f"train.grpo.{key}: set by {_GRPO_MANAGED[key]}; set it there")
             if key not in allowed:
@@ -114,7 +118,7 @@ class GRPO(Method):
 
         rows = train_rows(self.recipe.prompts, t, ctx.store.tokenizer)
         policy = ctx.store.load(t - 1)
-        trainer = train_grpo(policy, ctx.store.tokenizer, rows, self.recipe, ctx.run.round_dir(t) / "trainer",
+        trainer = train_grpo(policy, ctx.store.tokenizer, rows, self.recipe, ctx.run.trainer_dir(t),
                              self.recipe.seed + t)
         if ctx.main:
             write_jsonl(ctx.run.round_dir(t) / "rollouts.jsonl", trainer.rollouts)

@@ -17,7 +17,8 @@ def run(ctx: RoundContext, t: int):
             examples += load_seed_examples(source, cfg.max_examples, ctx.recipe.seed)
     model = store.pretrained()
     out = ctx.run.round_dir(0) / "model"
-    trainer = train_sft(model, store.tokenizer, examples, cfg, ctx.run.round_dir(0) / "trainer", ctx.recipe.seed)
+    trainer = train_sft(model, store.tokenizer, examples, cfg, ctx.run.trainer_dir(0), ctx.recipe.seed,
+                        checkpoint_steps=ctx.recipe.train.checkpoint_steps)
     store.save_trained(trainer, out, with_tokenizer=True)
     store.release()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

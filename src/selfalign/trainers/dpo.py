@@ -6,6 +6,7 @@ from pathlib import Path
 
 from selfalign import distributed, progress
 from selfalign.config import LoraOptions, TrainConfig
+from selfalign.trainers.checkpoints import checkpoint_args
 
 
 def lora_config(opts: LoraOptions):
@@ -22,8 +23,8 @@ def dpo_config(cfg: TrainConfig, output_dir: Path, seed: int):
         output_dir=str(output_dir), beta=cfg.beta, learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no", report_to="none", seed=seed,
-        **progress.trainer_args(), **distributed.precision_args(),
+        warmup_steps=cfg.warmup_steps, logging_steps=1, report_to="none", seed=seed,
+        **checkpoint_args(cfg.checkpoint_steps), **progress.trainer_args(), **distributed.precision_args(),
     )
     if cfg.max_length is not None:
         kwargs["max_length"] = cfg.max_length
@@ -53,11 +54,14 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: TrainConfig, output_dir:
     Reference: `ref_model` for full fine-tuning; with LoRA, the base with the adapter disabled. `args`: a
     `dpo_config(cfg, output_dir, seed)` made before the models were loaded (under ZeRO-3 that makes
     `from_pretrained` partition the weights as they load); made here when not given.
-    Returns the trainer (its `.model` is the trained policy, a PeftModel with LoRA).
+    Checkpoints every `cfg.checkpoint_steps` steps in `output_dir`, and resumes from the newest one
+    (`selfalign.trainers.checkpoints`). Returns the trainer (its `.model` is the trained policy, a PeftModel with
+    LoRA).
     """
     from datasets import Dataset
     from trl import DPOTrainer
 
+    from selfalign.trainers import checkpoints
     from selfalign.trainers.callbacks import attach
 
     trainer_cls = trainer_cls or DPOTrainer
@@ -67,6 +71,6 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: TrainConfig, output_dir:
         model=model, ref_model=None if peft is not None else ref_model, args=args or dpo_config(cfg, output_dir, seed),
         train_dataset=dataset, processing_class=tokenizer, peft_config=peft, **(trainer_kwargs or {}),
     )
-    attach(trainer)  # TRL's bar or plain lines, and the run's step log
-    trainer.train()
+    attach(trainer)  # TRL's bar or plain lines, the run's step log, the stop on a non-finite loss
+    checkpoints.train(trainer, pairs)  # from the stage's newest checkpoint, if it was killed
     return trainer

@@ -9,7 +9,9 @@ from pathlib import Path
 from trl import GRPOTrainer
 
 from selfalign import distributed, progress
+from selfalign.artifacts import read_jsonl, write_jsonl
 from selfalign.rewards.verifier import is_correct
+from selfalign.trainers.checkpoints import checkpoint_args
 from selfalign.trainers.dpo import lora_config
 from selfalign.trainers.reward_functions import bind_reward_functions, build_reward_functions
 
@@ -21,13 +23,24 @@ def grpo_config(recipe, weights: list[float], output_dir: Path, seed: int):
     kwargs = dict(
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no",
-        report_to="none", seed=seed, **progress.trainer_args(), **distributed.precision_args(),
-        num_generations=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps, logging_steps=1,
+        report_to="none", seed=seed, **checkpoint_args(cfg.checkpoint_steps), **progress.trainer_args(),
+        **distributed.precision_args(), num_generations=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p,
         max_completion_length=g.max_new_tokens, reward_weights=weights,
     )
     kwargs.update(cfg.grpo)
-    return GRPOConfig(**kwargs)
+    args = GRPOConfig(**kwargs)
+    if args.save_strategy == "steps":  # checkpoint where a generation batch starts: a resumed trainer samples anew
+        args.save_steps = checkpoint_args(cfg.checkpoint_steps, generation_boundary(args))["save_steps"]
+    return args
+
+
+def generation_boundary(args) -> int:
+    """The smallest number of optimizer steps after which TRL's GRPOTrainer samples a new generation batch: it samples
+    every steps_per_generation × num_iterations micro-batches and an optimizer step takes gradient_accumulation_steps
+    of them. A checkpoint saved there resumes with no buffered completions lost (TRL regenerates on resume)."""
+    every = args.steps_per_generation * args.num_iterations
+    return every // math.gcd(every, args.gradient_accumulation_steps)
 
 
 class RolloutRecordingGRPOTrainer(GRPOTrainer):
@@ -38,6 +51,13 @@ class RolloutRecordingGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.rollouts: list[dict] = []
+
+    def save_extra_state(self, checkpoint: Path) -> None:
+        """The rollouts so far, with each checkpoint (`selfalign.trainers.checkpoints`)."""
+        write_jsonl(checkpoint / "rollouts.jsonl", self.rollouts)
+
+    def load_extra_state(self, checkpoint: Path) -> None:
+        self.rollouts = read_jsonl(checkpoint / "rollouts.jsonl") if self.accelerator.is_main_process else []
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         from accelerate.utils import gather_object
@@ -62,6 +82,7 @@ def train_grpo(model, tokenizer, rows: list[dict], recipe, output_dir: Path, see
     rows have answers, `correct` added: ground truth measured, never trained on unless a reward says so)."""
     from datasets import Dataset
 
+    from selfalign.trainers import checkpoints
     from selfalign.trainers.callbacks import attach
 
     funcs, weights = build_reward_functions(recipe.train.grpo_rewards, recipe.rewards, tokenizer,
@@ -74,8 +95,8 @@ def train_grpo(model, tokenizer, rows: list[dict], recipe, output_dir: Path, see
         processing_class=tokenizer, peft_config=lora_config(lora) if lora is not None else None,
     )
     bind_reward_functions(funcs, trainer)
-    attach(trainer)  # TRL's bar or plain lines, and the run's step log
-    trainer.train()
+    attach(trainer)  # TRL's bar or plain lines, the run's step log, the stop on a non-finite loss
+    checkpoints.train(trainer, dataset.to_list())  # from the stage's newest checkpoint, if it was killed
     by_id = {str(r["id"]): r for r in rows}
     verifiable = all(r.get("answer") is not None for r in rows)
     for roll in trainer.rollouts:

@@ -9,20 +9,25 @@ from selfalign import distributed, progress
 from selfalign.config import SeedSFTConfig
 
 
-def train_sft(model, tokenizer, examples: list[dict], cfg: SeedSFTConfig, output_dir: Path, seed: int):
-    """`examples`: rows with `prompt` and `completion` (plain text). Returns the trainer."""
+def train_sft(model, tokenizer, examples: list[dict], cfg: SeedSFTConfig, output_dir: Path, seed: int,
+              checkpoint_steps: int | None = None, lr_key: str = "seed_sft.learning_rate"):
+    """`examples`: rows with `prompt` and `completion` (plain text). Checkpoints every `checkpoint_steps` steps in
+    `output_dir` and resumes from the newest one (`selfalign.trainers.checkpoints`; None: no checkpoints); a
+    non-finite loss stops it naming `lr_key`. Returns the trainer."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from selfalign.trainers import checkpoints
     from selfalign.trainers.callbacks import attach
 
     args = SFTConfig(
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size, logging_steps=1, save_strategy="no", report_to="none",
-        seed=seed, **progress.trainer_args(), completion_only_loss=True, **distributed.precision_args(),
+        per_device_train_batch_size=cfg.batch_size, logging_steps=1, report_to="none", seed=seed,
+        **checkpoints.checkpoint_args(checkpoint_steps), **progress.trainer_args(), completion_only_loss=True,
+        **distributed.precision_args(),
     )
-    dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    attach(trainer)  # TRL's bar or plain lines, and the run's step log
-    trainer.train()
+    rows = [{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    attach(trainer, lr_key)  # TRL's bar or plain lines, the run's step log, the stop on a non-finite loss
+    checkpoints.train(trainer, rows)
     return trainer
