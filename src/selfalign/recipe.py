@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from selfalign import methods
+from selfalign import evaluators, methods
 from selfalign.config import (
     ConfigError,
     EvalConfig,
@@ -88,6 +88,7 @@ def check(recipe: Any) -> methods.Methods:
         if spec.check is not None:
             spec.check(getattr(recipe.rewards, name), f"rewards.{name}")
     resolved = methods.resolve(recipe)
+    evaluators.configured(recipe.eval)
     dpo = recipe.train.algorithm == "dpo"
     enabled = recipe.rewards.enabled()
     if dpo and recipe.rounds > 0 and resolved.pairs.uses_pairs_reward and recipe.pairs.reward not in enabled:
