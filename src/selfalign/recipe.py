@@ -107,7 +107,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def recipe_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "recipe") -> Any:
-    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy
+    raw = yaml.safe_load(yaml.safe_dump(raw, sort_keys=False))  # deep copy, in the order written
     for assignment in overrides:
         try:
             apply_override(raw, assignment)

@@ -11,7 +11,8 @@ model's device and ignores its own device, dtype and parallelism options).
 
 A task is a registered lm-eval task, group or tag name, or the path of a task YAML (e.g. one over a local JSONL
 file: `dataset_path: json`, `dataset_kwargs: {data_files: {test: rows.jsonl}}`); `include_path` adds a directory of
-task YAMLs. Tasks with their own `num_fewshot` / `limit` run in their own `simple_evaluate` call. Every metric of
+task YAMLs (when every task is a YAML path and there is no `include_path`, lm-eval's own task index is not built,
+so such a YAML cannot `include` a registered task by name). Tasks with their own `num_fewshot` / `limit` run in their own `simple_evaluate` call. Every metric of
 every task lands in eval.json as `<name>/<task>/<metric>` (lm-eval's "acc,none" → `acc`, "exact_match,strict-match"
 → `exact_match/strict-match`, stderrs as `<metric>_stderr`); lm-eval's results (without the samples) go to
 `eval/<name>_results.json` and its per-sample records to `eval/<name>_samples.jsonl`.
@@ -129,7 +130,9 @@ def run(cfg: LmEvalConfig, ctx: EvalContext, name: str) -> EvalResult:
     include = cfg.include_path
     if include is not None and not Path(include).is_dir():
         raise ConfigError(f"{where}.include_path: {include}: no such directory")
-    manager = TaskManager(include_path=include)
+    # lm-eval indexes its ~15k task YAMLs (seconds) unless every task is a YAML file of its own
+    paths_only = include is None and all(t.task.endswith((".yaml", ".yml")) for t in task_entries(cfg))
+    manager = TaskManager(include_path=include, include_defaults=not paths_only)
     groups: dict[tuple, list[str]] = {}
     for t in task_entries(cfg):
         shots = t.num_fewshot if t.num_fewshot is not None else cfg.num_fewshot

@@ -115,7 +115,7 @@ def run(cfg: RewardAurocConfig, ctx: EvalContext, name: str) -> EvalResult:
 
 
 def headline(cfg: RewardAurocConfig, metrics: dict, name: str) -> list[tuple[str, str]]:
-    return [(f"auc_{key.split('/')[1]}", key) for key in metrics
+    return [(f"auc_{key.split('/')[1]}"[:11], key) for key in metrics
             if key.startswith(f"{name}/") and key.endswith("/auroc")]
 
 
