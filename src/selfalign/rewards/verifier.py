@@ -15,7 +15,7 @@ answer is extracted (`extract`) and compared with it (`match`):
 
 Where TRL differs: `accuracy_reward` lets math-verify extract the answer from the whole response (LaTeX only,
 `\\boxed` first); here the extraction is ours (`extract`), and the extracted text and the answer are each wrapped in
-`$...$` when they contain a backslash, so math-verify reads them as LaTeX.
+`$...$` when they contain LaTeX (a backslash, a brace, `^` or `_`), so math-verify reads them as LaTeX.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def extract_answer(response: str, cfg: VerifierConfig | None = None) -> str | No
 
 
 def _as_latex(text: str) -> str:
-    return f"${text}$" if "\\" in text and "$" not in text else text
+    return f"${text}$" if any(c in text for c in "\\{}^_") and "$" not in text else text
 
 
 def answers_match(predicted: str | None, gold: str, match: str = "math") -> bool:
