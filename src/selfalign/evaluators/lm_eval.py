@@ -14,8 +14,9 @@ file: `dataset_path: json`, `dataset_kwargs: {data_files: {test: rows.jsonl}}`);
 task YAMLs (when every task is a YAML path and there is no `include_path`, lm-eval's own task index is not built,
 so such a YAML cannot `include` a registered task by name). Tasks with their own `num_fewshot` / `limit` run in
 their own `simple_evaluate` call. Every metric of every task lands in eval.json as `<name>/<task>/<metric>`
-(lm-eval's "acc,none" → `acc`, "exact_match,strict-match" → `exact_match/strict-match`, stderrs as `<metric>_stderr`); lm-eval's results (without the samples) go to
-`eval/<name>_results.json` and its per-sample records to `eval/<name>_samples.jsonl`.
+(lm-eval's "acc,none" → `acc`, "exact_match,strict-match" → `exact_match/strict-match`, stderrs as
+`<metric>_stderr`); lm-eval's results (without the samples) go to `eval/<name>_results.json` and its per-sample
+records to `eval/<name>_samples.jsonl`.
 
 lm-eval is the `eval` extra (`pip install "selfalign[eval]"`). Its tasks download their datasets from the Hugging
 Face Hub on first use, so a run needs the network or a filled HF cache, except for local task YAMLs.
