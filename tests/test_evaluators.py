@@ -278,3 +278,13 @@ def test_a_missing_lm_eval_names_the_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r'^eval\.evaluators\.lm_eval: lm-evaluation-harness is not installed; '
                                           r'install the eval extra: pip install "selfalign\[eval\]"$'):
         require_lm_eval("eval.evaluators.lm_eval")
+
+
+def test_a_run_with_lm_eval_but_no_lm_eval_stops_before_its_first_stage(monkeypatch, tmp_path):
+    from selfalign import pipeline
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    recipe = recipe_from_dict({"eval": {"evaluators": {"lm_eval": {"tasks": ["gsm8k"]}}}})
+    with pytest.raises(ConfigError, match=r"^eval\.evaluators\.lm_eval: lm-evaluation-harness is not installed"):
+        pipeline.run(recipe, tmp_path / "run")
+    assert not (tmp_path / "run" / "round_0").exists()

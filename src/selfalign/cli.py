@@ -53,8 +53,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     written = [] if args.no_report else _report(output_dir)
     if not args.quiet:
+        from selfalign.evaluators import configured, headline_columns
+
+        keys = ["accuracy_greedy", "accuracy_sampled", "mean_response_tokens"]
+        keys += [k for _, k in headline_columns(configured(recipe.eval), last) if k not in keys]
         print(f"run finished: {output_dir} (last round: "
-              + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)) + ")")
+              + ", ".join(f"{k}={last[k]:.3f}" for k in keys if isinstance(last.get(k), float)) + ")")
         if written:
             print(f"report: {written[0]}")
     return 0
@@ -278,6 +282,7 @@ def _cmd_eval_evaluators(args: argparse.Namespace) -> int:
                 options["baseline"] = args.baseline
     listed = configured(eval_cfg)
     for inst in listed:
+        inst.check_available()
         baseline = getattr(inst.cfg, "baseline", None)
         if baseline in RUN_BASELINES:
             raise ConfigError(f"eval.evaluators.{inst.name}.baseline: {baseline!r} names a model of a run; outside "

@@ -58,6 +58,10 @@ class Configured:
     def run(self, ctx: EvalContext) -> EvalResult:
         return self.spec.run(self.cfg, ctx, self.name)
 
+    def check_available(self) -> None:
+        if self.spec.available is not None:
+            self.spec.available(f"eval.evaluators.{self.name}")
+
 
 def _mapping(raw: Any, where: str) -> dict:
     if raw is None:

@@ -50,7 +50,8 @@ class EvaluatorSpec:
     - headline(cfg, metrics, name) -> [(console label, eval.json key)]: the numbers the per-round table shows;
     - needs: `responses` (the held-out responses of `eval.greedy` / `eval.sampled`), `samples` (K per prompt);
     - check(cfg, eval_cfg, where): recipe checks of its options (eval_cfg: the `eval` section);
-    - legacy: its metrics keep the top-level eval.json keys of before the registry (the verifier's).
+    - legacy: its metrics keep the top-level eval.json keys of before the registry (the verifier's);
+    - available(where): raises a one-line ConfigError before a run starts when it cannot run (a missing extra).
     """
 
     name: str
@@ -62,6 +63,7 @@ class EvaluatorSpec:
     check: Callable[[Any, Any, str], None] | None = None
     samples_per_prompt: Callable[[Any], int] | None = None  # needs `samples`: how many per prompt
     legacy: bool = False
+    available: Callable[[str], None] | None = None  # before a run starts: ConfigError(where) when it cannot run
 
 
 def default_mode(decoding: str | None, eval_cfg: Any, where: str) -> str:

@@ -91,6 +91,24 @@ def require_lm_eval(where: str) -> None:
         raise ConfigError(f"{where}: {MISSING}") from None
 
 
+def quiet_lm_eval() -> None:
+    """lm-eval's INFO lines only with `selfalign -v`, and not its warning that a model object (not a name) was given:
+    passing the loaded model is the point (HFLM then runs in this process only, on the model's device)."""
+    logger = logging.getLogger("lm_eval")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, _ModelObjectWarning) for f in logger.filters):
+        for name in ("lm_eval", "lm_eval.models.huggingface"):
+            logging.getLogger(name).addFilter(_ModelObjectWarning())
+
+
+class _ModelObjectWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "`pretrained` model kwarg is not of type `str`" not in message and \
+            "Passed an already-initialized model" not in message
+
+
 def metric_key(task: str, metric: str) -> str | None:
     """lm-eval's result key ("acc,none", "acc_stderr,none", "exact_match,strict-match") → `<task>/<metric>`
     (`<task>/<metric>/<filter>` for a filter other than `none`); None for keys that are not metrics (alias)."""
@@ -126,6 +144,7 @@ def run(cfg: LmEvalConfig, ctx: EvalContext, name: str) -> EvalResult:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    quiet_lm_eval()
     model, tokenizer = ctx.model("policy", where)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, max_length=cfg.max_length)
     include = cfg.include_path
@@ -192,4 +211,4 @@ def headline(cfg: LmEvalConfig, metrics: dict, name: str) -> list[tuple[str, str
 
 
 SPEC = EvaluatorSpec("lm_eval", LmEvalConfig, run, "lm-evaluation-harness tasks (in process, HFLM on the model)",
-                     headline, check=check)
+                     headline, check=check, available=require_lm_eval)

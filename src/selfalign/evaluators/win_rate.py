@@ -234,7 +234,9 @@ def run(cfg: WinRateConfig, ctx: EvalContext, name: str) -> EvalResult:
 
 
 def headline(cfg: WinRateConfig, metrics: dict, name: str) -> list[tuple[str, str]]:
-    return [("win_rate" if name == "win_rate" else name, f"{name}/win_rate"), ("lc_win", f"{name}/lc_win_rate")]
+    if name == "win_rate":
+        return [("win_rate", f"{name}/win_rate"), ("lc_win", f"{name}/lc_win_rate")]
+    return [(name[:11], f"{name}/win_rate"), (f"lc_{name}"[:11], f"{name}/lc_win_rate")]
 
 
 def check_baseline(baseline: str, where: str) -> None:
