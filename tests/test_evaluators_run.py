@@ -7,7 +7,6 @@ summary.json, metrics.jsonl, the console table and W&B."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from conftest import load_script, tiny_recipe
@@ -186,7 +185,6 @@ def test_every_round_reports_every_evaluator(tiny_model, tmp_path, capsys):
     from selfalign import pipeline
     from selfalign.recipe import recipe_from_dict
 
-    os.environ["WANDB_MODE"] = "offline"
     raw = tiny_recipe(tiny_model, **{"prompts.train_per_round": 4, "prompts.eval_prompts": 6})
     raw["eval"]["evaluators"] = {"verifier": {}, "win_rate": {"judge": {"model": "initial"}}, "alpaca_eval": {},
                                  "bon_win_rate": {"best_of": [1, 2], "samples": 2, "reward": "likelihood",
