@@ -215,13 +215,15 @@ def run(cfg: WinRateConfig, ctx: EvalContext, name: str) -> EvalResult:
     prefs = preferences(verdicts["first"], verdicts["second"])
     win, se = mean_and_se(prefs)
     lc, coef = length_controlled_win_rate(prefs, [len(y) for y in ours.texts], [len(b) for b in theirs])
-    theirs_tokens = [len(ctx.tokenizer(b, add_special_tokens=False)["input_ids"]) for b in theirs]
+    def tokens(texts: list[str]) -> list[int]:  # both sides counted alike: the text re-tokenized
+        return [len(ctx.tokenizer(y, add_special_tokens=False)["input_ids"]) for y in texts]
+
     metrics: dict = {"win_rate": win, "win_rate_se": se, "lc_win_rate": lc, "length_coefficient": coef,
                      "ties": statistics.fmean(p == 0.5 for p in prefs), "prompts": len(prefs),
                      "mean_chars": statistics.fmean(len(y) for y in ours.texts),
                      "baseline_mean_chars": statistics.fmean(len(b) for b in theirs),
-                     "mean_tokens": statistics.fmean(ours.tokens),
-                     "baseline_mean_tokens": statistics.fmean(theirs_tokens)}
+                     "mean_tokens": statistics.fmean(tokens(ours.texts)),
+                     "baseline_mean_tokens": statistics.fmean(tokens(theirs))}
     if "soft" in verdicts:
         metrics["win_rate_soft"] = statistics.fmean(verdicts["soft"])
         metrics["position_agreement"] = statistics.fmean(a == b for a, b in zip(verdicts["first"],
