@@ -98,8 +98,9 @@ class RoundEvalContext(EvalContext):
                                       chunk_seed(self.seed, t, "eval_samples", ci), num_samples=self.k_samples,
                                       temperature=e.temperature, top_p=e.top_p, max_new_tokens=self.max_new_tokens,
                                       batch_size=e.batch_size, stop=list(self.stop), with_logprobs=False)
-                return [{"prompt_id": r["id"], "responses": [s.text for s in g]} for r, g in zip(chunk, groups,
-                                                                                                  strict=True)]
+                return [{"prompt_id": r["id"], "responses": [s.text for s in g],
+                         "responses_tokens": sum(len(s.token_ids) for s in g)} for r, g in zip(chunk, groups,
+                                                                                               strict=True)]
 
             per_chunk = max(1, e.batch_size // self.k_samples)
             rows = run_in_chunks(self.rows, per_chunk, self.rc.run.parts_dir(t, "eval_samples"), compute)
