@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 SANDBOX_PATTERN = r"A:(\d+)\s*$"
-LAST_INTEGER = r"(-?\d+)(?!.*\d)"
+LAST_INTEGER = r"(-?\d+)(?![\s\S]*\d)"  # the last integer, across lines
 
 
 def task_yaml(name: str, data: Path, pattern: str, until: list[str], max_tokens: int) -> str:
