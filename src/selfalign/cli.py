@@ -1,8 +1,9 @@
 """Command line: `selfalign run RECIPE [--output-dir DIR] [--set key.path=value ...]` (a recipe file or a shipped
 recipe's name), `selfalign report RUN_DIR`, `selfalign compare RUN_DIR RUN_DIR ...`, `selfalign recipes [cp NAME DEST]`,
-`selfalign push RUN_DIR --repo-id OWNER/NAME`, `selfalign env`, `selfalign eval MODEL --prompts SOURCE --best-of
-1,2,4,8 ...` (best-of-N selection), `selfalign sandbox build`, `selfalign critical-tokens RUN_DIR` (cDPO's critical
-tokens against the sandbox's known first errors). Also `python -m selfalign` and `accelerate launch -m selfalign run`.
+`selfalign push RUN_DIR --repo-id OWNER/NAME`, `selfalign env`, `selfalign eval MODEL --evaluators verifier,win_rate
+...` (the evaluators outside a run) or `selfalign eval MODEL --prompts SOURCE --best-of 1,2,4,8 ...` (best-of-N),
+`selfalign sandbox build`, `selfalign critical-tokens RUN_DIR` (cDPO's critical tokens against the sandbox's known
+first errors). Also `python -m selfalign` and `accelerate launch -m selfalign run`.
 
 A user mistake prints one line to stderr and exits with code 2; no traceback. So does a run that stopped for a reason
 the user can act on (`selfalign.errors`: a full disk or a missing permission while writing, a loss that is not
@@ -56,8 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     written = [] if args.no_report else _report(output_dir)
     if not args.quiet:
+        from selfalign.evaluators import configured, headline_columns
+
+        keys = ["accuracy_greedy", "accuracy_sampled", "mean_response_tokens"]
+        keys += [k for _, k in headline_columns(configured(recipe.eval), last) if k not in keys]
         print(f"run finished: {output_dir} (last round: "
-              + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)) + ")")
+              + ", ".join(f"{k}={last[k]:.3f}" for k in keys if isinstance(last.get(k), float)) + ")")
         if written:
             print(f"report: {written[0]}")
     return 0
@@ -159,22 +164,15 @@ def cmd_sandbox_build(args: argparse.Namespace) -> int:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # owner/name, loadable from the HF cache
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from selfalign.best_of_n import BestOfNSettings, parse_best_of, parse_rules, run_best_of_n, write_report
-
-    settings = BestOfNSettings(best_of=parse_best_of(args.best_of), rules=parse_rules(args.select),
-                               temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                               batch_size=args.batch_size, seed=args.seed, borda_power=args.borda_power)
-    for message, ok in (("--temperature must be >= 0", args.temperature >= 0),
-                        ("--temperature 0 (greedy) gives one sample per prompt; use --best-of 1",
-                         args.temperature > 0 or settings.best_of == [1]),
-                        ("--top-p must be in (0, 1]", 0 < args.top_p <= 1),
-                        ("--max-new-tokens must be >= 1", args.max_new_tokens >= 1),
-                        ("--batch-size must be >= 1", args.batch_size >= 1),
-                        ("--borda-power must be >= 0", args.borda_power >= 0),
-                        ("--num-prompts must be >= 1", args.num_prompts is None or args.num_prompts >= 1)):
-        if not ok:
-            raise ConfigError(message)
+def _check_eval_source(args: argparse.Namespace) -> str | None:
+    """The split of `--prompts` (None: no prompts given), after the checks both modes of `selfalign eval` share."""
+    if args.num_prompts is not None and args.num_prompts < 1:
+        raise ConfigError("--num-prompts must be >= 1")
+    if args.model != "sandbox" and args.model != "smollm2-135m-instruct" and not Path(args.model).exists() \
+            and not _HUB_ID.match(args.model):
+        raise ConfigError(f"{args.model}: no such model directory (give a model directory or 'sandbox')")
+    if args.prompts is None:
+        return None
     sandbox_source = args.prompts.startswith("sandbox://")
     if sandbox_source and args.num_prompts is None:
         raise ConfigError(f"{args.prompts}: a sandbox source is unbounded; give --num-prompts")
@@ -182,29 +180,142 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split = args.split or ("eval" if sandbox_source else None if file_source else "test")
     if sandbox_source and split not in ("train", "eval"):
         raise ConfigError(f"--split: a sandbox source has the splits train and eval, not {split!r}")
-    if args.model != "sandbox" and not Path(args.model).exists() and not _HUB_ID.match(args.model):
-        raise ConfigError(f"{args.model}: no such model directory (give a model directory or 'sandbox')")
+    return split
 
+
+def _load_eval_model(name: str):
     from selfalign import models
     from selfalign.config import ModelConfig
+
+    cfg = ModelConfig(path=name)
+    path = models.base_model_path(cfg)
+    tokenizer = models.load_tokenizer(path, cfg)
+    return models.load_model(path, cfg, models.default_device()).eval(), tokenizer
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.evaluators is not None:
+        if args.best_of is not None or args.select is not None or args.borda_power is not None:
+            raise ConfigError("--evaluators runs the evaluators; --best-of / --select / --borda-power run best-of-N "
+                              "selection: use one or the other")
+        return _cmd_eval_evaluators(args)
+    if args.recipe is not None or args.baseline is not None or args.set:
+        raise ConfigError("--recipe, --baseline and --set apply to --evaluators")
+    from selfalign.best_of_n import BestOfNSettings, parse_best_of, parse_rules, run_best_of_n, write_report
+
+    temperature = 1.0 if args.temperature is None else args.temperature
+    top_p = 1.0 if args.top_p is None else args.top_p
+    max_new_tokens = 256 if args.max_new_tokens is None else args.max_new_tokens
+    batch_size = 64 if args.batch_size is None else args.batch_size
+    borda_power = 0.5 if args.borda_power is None else args.borda_power
+    settings = BestOfNSettings(best_of=parse_best_of(args.best_of or "1,2,4,8"),
+                               rules=parse_rules(args.select or "self_certainty,borda,majority,likelihood"),
+                               temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, seed=args.seed, borda_power=borda_power)
+    for message, ok in (("--temperature must be >= 0", temperature >= 0),
+                        ("--temperature 0 (greedy) gives one sample per prompt; use --best-of 1",
+                         temperature > 0 or settings.best_of == [1]),
+                        ("--top-p must be in (0, 1]", 0 < top_p <= 1),
+                        ("--max-new-tokens must be >= 1", max_new_tokens >= 1),
+                        ("--batch-size must be >= 1", batch_size >= 1),
+                        ("--borda-power must be >= 0", borda_power >= 0),
+                        ("--num-prompts must be >= 1", args.num_prompts is None or args.num_prompts >= 1)):
+        if not ok:
+            raise ConfigError(message)
+    if args.prompts is None:
+        raise ConfigError("--prompts: best-of-N needs prompts (sandbox://arith?..., a .jsonl file, or an HF dataset)")
+    split = _check_eval_source(args)
+
     from selfalign.data.prompts import load_prompts
 
     prompts = load_prompts(args.prompts, split=split or "test", sandbox_split=split or "eval", limit=args.num_prompts)
-    cfg = ModelConfig(path=args.model)
-    path = models.base_model_path(cfg)
-    tokenizer = models.load_tokenizer(path, cfg)
-    model = models.load_model(path, cfg, models.default_device()).eval()
+    model, tokenizer = _load_eval_model(args.model)
     t0 = time.perf_counter()
     report, records = run_best_of_n(model, tokenizer, prompts.rows, settings,
                                     judge_template="sandbox" if prompts.verifier == "sandbox" else "srlm")
     report = {"model": args.model, "prompts": args.prompts, "split": split, **report,
               "wall_seconds": round(time.perf_counter() - t0, 1)}
-    written = write_report(report, records, args.output)
+    written = write_report(report, records, args.output or "runs/best_of_n")
     if report["accuracy"] is not None:
         top = max(report["best_of"])
         print(f"best-of-{top} accuracy: " + ", ".join(f"{rule}={by_n[str(top)]:.3f}"
                                                        for rule, by_n in report["accuracy"].items()))
     print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _cmd_eval_evaluators(args: argparse.Namespace) -> int:
+    """`selfalign eval MODEL --evaluators ...`: the evaluators of a recipe's `eval` section (or their defaults) on
+    MODEL, outside a run."""
+    from selfalign import catalog
+    from selfalign.config import EvalConfig, apply_override, build, load_yaml
+    from selfalign.evaluators import EVALUATORS, configured
+    from selfalign.evaluators.base import RUN_BASELINES
+
+    names = [n.strip() for n in args.evaluators.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--evaluators: give evaluator names, e.g. verifier,win_rate,alpaca_eval")
+    raw_eval: dict = {}
+    if args.recipe is not None:
+        raw_eval = dict(load_yaml(catalog.recipe_path(args.recipe)).get("eval") or {})
+    chosen = raw_eval.get("evaluators")
+    recipe_instances = {n: {} for n in chosen} if isinstance(chosen, list) else dict(chosen or {})
+    instances: dict = {}
+    for n in names:
+        if n in recipe_instances:
+            instances[n] = recipe_instances[n] or {}
+        elif n in EVALUATORS:
+            instances[n] = {}
+        else:
+            from selfalign.config import did_you_mean
+
+            raise ConfigError(f"--evaluators: {n!r} is neither a registered evaluator ({', '.join(EVALUATORS)}) "
+                              f"nor an instance of --recipe{did_you_mean(n, [*EVALUATORS, *recipe_instances])}")
+    raw = {"eval": {**raw_eval, "evaluators": instances}}
+    for flag, key in (("temperature", "temperature"), ("top_p", "top_p"), ("max_new_tokens", "max_new_tokens"),
+                      ("batch_size", "batch_size")):
+        if getattr(args, flag) is not None:
+            raw["eval"][key] = getattr(args, flag)
+    for assignment in args.set or []:
+        apply_override(raw, assignment)
+    if set(raw) != {"eval"}:
+        raise ConfigError(f"--set: only eval.* keys apply here, not {', '.join(sorted(set(raw) - {'eval'}))}")
+    eval_cfg = build(EvalConfig, raw["eval"], "eval")
+    if args.baseline is not None:
+        for name, options in eval_cfg.evaluators.items():
+            kind = (options or {}).get("type", name)
+            fields = EVALUATORS[kind].config.__dataclass_fields__ if kind in EVALUATORS else {}
+            if options is not None and "baseline" in fields:
+                options["baseline"] = args.baseline
+    listed = configured(eval_cfg)
+    for inst in listed:
+        inst.check_available()
+        baseline = getattr(inst.cfg, "baseline", None)
+        if baseline in RUN_BASELINES:
+            raise ConfigError(f"eval.evaluators.{inst.name}.baseline: {baseline!r} names a model of a run; outside "
+                              "a run give --baseline MODEL_OR_OUTPUTS_FILE")
+    needs_rows = any(i.spec.needs for i in listed)
+    split = _check_eval_source(args)
+    if needs_rows and args.prompts is None:
+        raise ConfigError("--prompts: " + ", ".join(i.name for i in listed if i.spec.needs) + " need held-out "
+                          "prompts (sandbox://arith?..., a .jsonl file, or an HF dataset)")
+    rows = []
+    if args.prompts is not None:
+        from selfalign.data.prompts import load_prompts
+
+        rows = load_prompts(args.prompts, split=split or "test", sandbox_split=split or "eval",
+                            limit=args.num_prompts).rows
+    from selfalign.evaluators.standalone import StandaloneEvalContext, headline_text, run_evaluators
+
+    model, tokenizer = _load_eval_model(args.model)
+    k = max((i.spec.samples_per_prompt(i.cfg) for i in listed if i.spec.samples_per_prompt), default=0)
+    out = Path(args.output or "runs/eval")
+    ctx = StandaloneEvalContext(model, tokenizer, args.model, rows, eval_cfg, out, seed=args.seed,
+                                max_new_tokens=eval_cfg.max_new_tokens or 256, k_samples=k)
+    metrics, seconds = run_evaluators(listed, ctx)
+    print(headline_text(listed, metrics))
+    print("seconds: " + ", ".join(f"{n}={s:.1f}" for n, s in seconds.items()))
+    print(f"wrote {out / 'eval.json'}")
     return 0
 
 
@@ -280,22 +391,33 @@ def make_parser() -> argparse.ArgumentParser:
     push.add_argument("--message", help="the commit message")
     push.add_argument("--to-dir", help="write the folder (weights + README.md model card) here instead of pushing")
     push.set_defaults(func=cmd_push)
-    ev = sub.add_parser("eval", help="best-of-N: sample N responses per prompt, select one by each rule")
+    ev = sub.add_parser("eval", help="evaluate a model: the evaluators (--evaluators), or best-of-N selection")
     ev.add_argument("model", help="a model directory, or 'sandbox' (the built-in sandbox model)")
-    ev.add_argument("--prompts", required=True, help="sandbox://arith?..., a .jsonl file, or an HF dataset")
+    ev.add_argument("--prompts", help="held-out prompts: sandbox://arith?..., a .jsonl file, or an HF dataset")
     ev.add_argument("--split", help="sandbox: train or eval (default eval, the held-out problems); "
                     "HF dataset: its split (default test)")
     ev.add_argument("--num-prompts", type=int, help="evaluate the first K rows (default all; needed for sandbox)")
-    ev.add_argument("--best-of", default="1,2,4,8", metavar="N,N,...", help="sample counts (default 1,2,4,8)")
-    ev.add_argument("--select", default="self_certainty,borda,majority,likelihood", metavar="RULE,...",
-                    help="selection rules: majority, borda, or any registered reward that needs no other model "
-                    "(self_certainty, likelihood, judge, ptrue, verifier, ...)")
-    ev.add_argument("--temperature", type=float, default=1.0)
-    ev.add_argument("--top-p", type=float, default=1.0)
-    ev.add_argument("--max-new-tokens", type=int, default=256)
-    ev.add_argument("--batch-size", type=int, default=64, help="sequences per generate / scoring pass")
-    ev.add_argument("--borda-power", type=float, default=0.5, help="p in (N − r + 1)^p (0: majority voting)")
-    ev.add_argument("--output", default="runs/best_of_n", help="report directory (default runs/best_of_n)")
+    ev.add_argument("--evaluators", metavar="NAME,...", help="run these evaluators (verifier, lm_eval, win_rate, "
+                    "alpaca_eval, bon_win_rate, reward_auroc, or instances of --recipe's eval.evaluators) instead "
+                    "of best-of-N selection")
+    ev.add_argument("--recipe", help="--evaluators: take the eval section (and evaluator options) of this recipe")
+    ev.add_argument("--baseline", help="--evaluators: the baseline of win_rate / bon_win_rate: a model path, or a "
+                    ".json / .jsonl file of reference outputs")
+    ev.add_argument("--set", action="append", metavar="eval.KEY=VALUE", help="--evaluators: override an eval "
+                    "setting, e.g. eval.evaluators.lm_eval.tasks=[gsm8k]")
+    ev.add_argument("--best-of", metavar="N,N,...", help="best-of-N: sample counts (default 1,2,4,8)")
+    ev.add_argument("--select", metavar="RULE,...",
+                    help="best-of-N: selection rules: majority, borda, or any registered reward that needs no other "
+                    "model (self_certainty, likelihood, judge, ptrue, verifier, ...); default "
+                    "self_certainty,borda,majority,likelihood")
+    ev.add_argument("--temperature", type=float, help="default 1.0 (--evaluators: the recipe's eval.temperature)")
+    ev.add_argument("--top-p", type=float, help="default 1.0")
+    ev.add_argument("--max-new-tokens", type=int, help="default 256")
+    ev.add_argument("--batch-size", type=int, help="sequences per generate / scoring pass (default 64; "
+                    "--evaluators: eval.batch_size)")
+    ev.add_argument("--borda-power", type=float, help="best-of-N: p in (N − r + 1)^p (0: majority voting; "
+                    "default 0.5)")
+    ev.add_argument("--output", help="report directory (default runs/best_of_n, --evaluators: runs/eval)")
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
     sandbox = sub.add_parser("sandbox", help="the built-in sandbox task and model")

@@ -151,6 +151,9 @@ class EvalConfig:
     top_p: float = opt(1.0, lo=0.0, hi=1.0, lo_open=True)
     max_new_tokens: int | None = None  # default: generation.max_new_tokens
     batch_size: int = opt(128, lo=1)
+    # instance name → options (`selfalign.evaluators`, README "Evaluation"); default {verifier: {}}; a list of
+    # names is the same with default options. Checked by the recipe (the registry lives above this module).
+    evaluators: dict[str, Any] | list[str] | None = None
 
 
 @dataclass

@@ -24,6 +24,7 @@ from selfalign import distributed, models
 from selfalign.artifacts import RunDir, atomic_write_text, read_json
 from selfalign.config import ConfigError, to_dict
 from selfalign.context import RoundContext
+from selfalign.evaluators import configured
 from selfalign.methods import resolve
 from selfalign.model_store import ModelStore
 from selfalign.recipe import dump_recipe, recipe_differences, resumable_changes
@@ -137,6 +138,8 @@ def check_launch(recipe, methods) -> None:
         log.warning("FSDP was asked for, but accelerate enables it on GPUs only: this CPU launch trains with DDP")
     for m in methods:
         m.check_launch(distributed.world_size(), distributed.zero_stage())
+    for evaluator in configured(recipe.eval):
+        evaluator.check_available()
 
 
 def peak_memory() -> dict:

@@ -74,12 +74,12 @@ def _emit(line: str) -> None:
 
 def count_output(items: Sequence[Any], rows: list[dict]) -> tuple[int, int]:
     """(samples, tokens) of one computed chunk: its rows are samples (generate, reward); an eval row holds one
-    response per mode (`greedy_response`, `sampled_response`). Tokens: each row's `token_ids` or `*_tokens` counts
-    (what was generated), else the input items' `token_ids` (what was scored)."""
+    response per mode (`greedy_response`, `sampled_response`), an eval-samples row K `responses`. Tokens: each row's
+    `token_ids` or `*_tokens` counts (what was generated), else the input items' `token_ids` (what was scored)."""
     samples = tokens = 0
     for r in rows:
         modes = [k for k in r if k.endswith("_response")]
-        samples += len(modes) or 1
+        samples += len(r["responses"]) if isinstance(r.get("responses"), list) else len(modes) or 1
         if "token_ids" in r:
             tokens += len(r["token_ids"])
         tokens += sum(v for k, v in r.items() if k.endswith("_tokens") and isinstance(v, int))
@@ -88,7 +88,7 @@ def count_output(items: Sequence[Any], rows: list[dict]) -> tuple[int, int]:
     return samples, tokens
 
 
-_UNITS = {"generate": "prompts", "eval": "prompts", "reward": "samples"}
+_UNITS = {"generate": "prompts", "eval": "prompts", "eval_samples": "prompts", "reward": "samples"}
 
 
 class ChunkProgress:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from selfalign import methods
+from selfalign import evaluators, methods
 from selfalign.config import (
     ConfigError,
     EvalConfig,
@@ -89,6 +89,7 @@ def check(recipe: Any) -> methods.Methods:
         if spec.check is not None:
             spec.check(getattr(recipe.rewards, name), f"rewards.{name}")
     resolved = methods.resolve(recipe)
+    evaluators.configured(recipe.eval)
     dpo = recipe.train.algorithm == "dpo"
     enabled = recipe.rewards.enabled()
     if dpo and recipe.rounds > 0 and resolved.pairs.uses_pairs_reward and recipe.pairs.reward not in enabled:
@@ -111,7 +112,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def recipe_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "recipe") -> Any:
-    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy
+    raw = yaml.safe_load(yaml.safe_dump(raw, sort_keys=False))  # deep copy, in the order written
     for assignment in overrides:
         try:
             apply_override(raw, assignment)

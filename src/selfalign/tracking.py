@@ -68,6 +68,7 @@ class Tracker:
         self.run, self.cfg, self.is_main = run, cfg, is_main
         self.wandb = None
         self._header_printed = False
+        self._columns = list(CONSOLE_COLUMNS)
         self._defined: set[str] = set()
         if is_main and cfg.wandb.enabled and wandb_mode(cfg.wandb.mode) != "disabled":
             self._init_wandb(recipe)
@@ -161,8 +162,9 @@ class Tracker:
         self._define_round_metrics([f"{key}/round_{round_}"])
         self.wandb.log({"round": round_, f"{key}/round_{round_}": table})
 
-    def log_files(self, round_: int, name: str, kind: str, paths: list[Path]) -> None:
-        """Round t's files as version `round_t` of the W&B artifact `<name>-<run id>` (type `kind`)."""
+    def log_files(self, round_: int, name: str, kind: str, paths: list[Path], root: Path | None = None) -> None:
+        """Round t's files as version `round_t` of the W&B artifact `<name>-<run id>` (type `kind`), named by their
+        path under `root` (default: their file names)."""
         paths = [p for p in paths if p.exists()]
         if not self.is_main or self.wandb is None or not paths:
             return
@@ -171,19 +173,29 @@ class Tracker:
         artifact = wandb.Artifact(f"{name}-{self.wandb.id}", type=kind,
                                   metadata={"round": round_, "run_dir": str(self.run.root)})
         for p in paths:
-            artifact.add_file(str(p), name=p.name)
+            artifact.add_file(str(p), name=str(p.relative_to(root)) if root is not None else p.name)
         self.wandb.log_artifact(artifact, aliases=[f"round_{round_}"])
+
+    def add_console_columns(self, columns: list[tuple[str, str, str]]) -> None:
+        """More (header, metric key, format) columns, after the eval ones (the evaluators' headline numbers); only
+        before the header is printed, so every row has the same columns."""
+        if self._header_printed:
+            return
+        known = {key for _, key, _ in self._columns}
+        at = next(i for i, (_, key, _) in enumerate(self._columns) if key == "eval/mean_response_tokens")
+        new = [c for c in columns if c[1] not in known]
+        self._columns[at:at] = list(dict((c[1], c) for c in new).values())
 
     def console_row(self, metrics: dict) -> None:
         """One line of the per-round table (header before the first line)."""
         if not self.is_main or not self.cfg.console:
             return
-        width = max(len(name) for name, _, _ in CONSOLE_COLUMNS)
+        width = max(len(name) for name, _, _ in self._columns)
         if not self._header_printed:
-            print(" ".join(name.rjust(width) for name, _, _ in CONSOLE_COLUMNS), flush=True)
+            print(" ".join(name.rjust(width) for name, _, _ in self._columns), flush=True)
             self._header_printed = True
         cells = [("-" if metrics.get(key) is None else format(metrics[key], spec)).rjust(width)
-                 for _, key, spec in CONSOLE_COLUMNS]
+                 for _, key, spec in self._columns]
         print(" ".join(cells), flush=True)
 
     def finish(self) -> Path | None:

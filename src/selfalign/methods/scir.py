@@ -20,17 +20,8 @@ from typing import Literal
 from selfalign.config import ConfigError, opt
 from selfalign.methods.base import Method
 from selfalign.rewards.judge import JudgeReward, score_distribution, score_range
-from selfalign.rewards.pairwise_judge import PairwiseJudge
+from selfalign.rewards.pairwise_judge import DEFAULT_PAIRWISE_TEMPLATE, PairwiseJudge
 from selfalign.rewards.preference import preference_strength
-
-DEFAULT_PAIRWISE_TEMPLATE = """Which response answers the user's question better? Compare them for helpfulness, \
-correctness, clarity and conciseness, not length or position.
-
-User: {prompt}
-<response A>{response_a}</response A>
-<response B>{response_b}</response B>
-
-Answer with the single letter of the better response."""
 
 
 @dataclass

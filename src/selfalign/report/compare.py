@@ -79,8 +79,9 @@ def aggregate(runs: list[RunData], labels: list[str]) -> dict:
 def metric_list(agg: dict) -> list[tuple[str, str, int]]:
     present = {k for g in agg.values() for k in g["metrics"]}
     known = [m for m in METRICS if m[0] in present]
-    extra = [(k, k.split("/", 1)[1], 3) for k in sorted(present)
-             if k.startswith("eval/") and k not in {m[0] for m in METRICS} and k != "eval/prompts"]
+    extra = [(k, k.split("/", 1)[1], 3) for k in sorted(present)  # every evaluator's metric but stderrs, counts
+             if k.startswith("eval/") and k not in {m[0] for m in METRICS} and k != "eval/prompts"
+             and not k.endswith(("_se", "/prompts", "/records", "/samples", "/unscored")) and "_stderr" not in k]
     return known[:2] + extra + known[2:]
 
 

@@ -47,26 +47,56 @@ def _round_axis(ax, rounds: list[int]) -> None:
     ax.set_xticks(rounds, labels=[str(t) for t in rounds])
 
 
-def eval_figure(run: RunData) -> Figure | None:
+#: eval.json keys that are counts or uncertainties, not something to plot per round
+_EVAL_NOT_PLOTTED = ("_se", "/prompts", "/records", "/samples", "/unscored")
+
+
+def eval_panels(run: RunData) -> list[tuple[str, list[str], bool]]:
+    """(title, eval keys, rates on 0..1) per panel: the top-level eval metrics (verifier accuracy, ...), then per
+    evaluator (`eval/<name>/...`) one panel of its rates and one of its other numbers (lengths, ...); stderrs and
+    counts left out."""
     keys = sorted({k for m in run.metrics.values() for k in m if k.startswith("eval/")}
                   - {"eval/prompts", "eval/mean_response_tokens"})
-    rates = [k for k in keys if all(0 <= v <= 1 for v in _series(run, k)[1])]
-    others = [k for k in keys if k not in rates][:3]
-    if not rates and not others:
+    keys = [k for k in keys if not k.endswith(_EVAL_NOT_PLOTTED) and "_stderr" not in k]
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(k.split("/")[1] if k.count("/") >= 2 else "", []).append(k)
+    panels = []
+    for name, ks in groups.items():
+        rates = [k for k in ks if all(0 <= v <= 1 for v in _series(run, k)[1])]
+        others = [k for k in ks if k not in rates]
+        if rates:
+            panels.append((name or "held-out evaluation", rates, True))
+        if others:
+            panels.append((f"{name} (other)" if name else "held-out evaluation (other)", others, False))
+    return panels[:12]
+
+
+def eval_figure(run: RunData) -> Figure | None:
+    panels = eval_panels(run)
+    if not panels:
         return None
-    fig, axes = axes_row(int(bool(rates)) + len(others))
-    panels = ([("held-out evaluation", rates)] if rates else []) + [(k.split("/", 1)[1], [k]) for k in others]
-    for ax, (title, ks) in zip(axes, panels, strict=True):
+    plt = _pyplot()
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.2 * rows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax, (title, ks, rates) in zip(axes, panels, strict=False):
+        group = title.split(" ")[0] if title != "held-out evaluation" else ""
         for k in ks:
             ts, vs = _series(run, k)
-            ax.plot(ts, vs, marker="o", label=k.split("/", 1)[1])
+            label = k.split("/", 2)[2] if group and k.count("/") >= 2 else k.split("/", 1)[1]
+            ax.plot(ts, vs, marker="o", label=label)
         ax.set_title(title)
         _round_axis(ax, run.round_numbers)
-        if ks is rates:
+        if rates:
             ax.set_ylim(-0.02, 1.02)
-            ax.legend()
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     return ("eval", "Evaluation per round",
-            "Held-out metrics of each round's model (round 0: the starting model).", to_png(fig))
+            "Held-out metrics of each round's model (round 0: the starting model), one panel per evaluator.",
+            to_png(fig))
 
 
 def rewards_figure(run: RunData) -> Figure | None:

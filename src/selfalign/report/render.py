@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from selfalign.artifacts import atomic_write_text, follow_umask
+from selfalign.config import ConfigError
 from selfalign.report.data import RunData
 from selfalign.report.plots import Figure
 
@@ -66,12 +67,27 @@ def fmt(value, spec: str) -> str:
     return format(value, spec)
 
 
+def eval_headline(run: RunData) -> list[tuple[str, str]]:
+    """(header, key) of the eval metrics the per-round table shows: each evaluator's headline numbers (its recipe's
+    `eval.evaluators`), or, when the recipe does not load, every eval metric but stderrs and counts."""
+    from selfalign.config import EvalConfig, build
+    from selfalign.evaluators import configured, headline_columns
+
+    present = {k for m in run.metrics.values() for k in m}
+    try:
+        instances = configured(build(EvalConfig, (run.recipe or {}).get("eval") or {}, "eval"))
+        metrics = {k.split("/", 1)[1]: None for k in present if k.startswith("eval/")}
+        return [(key, f"eval/{key}") for _, key in headline_columns(instances, metrics)]
+    except ConfigError:
+        return [(k.split("/", 1)[1], k) for k in sorted(present) if k.startswith("eval/") and k != "eval/prompts"
+                and not k.endswith(("_se", "/prompts", "/records", "/samples", "/unscored")) and "_stderr" not in k]
+
+
 def round_columns(run: RunData) -> list[tuple[str, str, str]]:
     """ROUND_COLUMNS with values in this run, plus any other eval metric and each reward's pairwise accuracy."""
     present = {k for m in run.metrics.values() for k in m}
     known = {key for _, key, _ in ROUND_COLUMNS}
-    extra_eval = [(k.split("/", 1)[1], k, ".3f") for k in sorted(present)
-                  if k.startswith("eval/") and k not in known and k != "eval/prompts"]
+    extra_eval = [(label, k, ".3f") for label, k in eval_headline(run) if k in present and k not in known]
     accuracy = [(k.split("/", 1)[1].replace("_pairwise_accuracy", " pairwise acc"), k, ".3f") for k in sorted(present)
                 if k.startswith("reward/") and k.endswith("_pairwise_accuracy")]
     columns = [c for c in ROUND_COLUMNS if c[1] in present]

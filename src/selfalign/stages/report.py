@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from selfalign.artifacts import read_json, read_jsonl, write_json
 from selfalign.context import RoundContext
+from selfalign.evaluators import configured, headline_columns
 
 _SECTIONS = {"generate": "generation", "reward": "rewards", "pairs": "pairs", "train": "train", "seed_sft": "seed_sft"}
 
@@ -30,11 +31,18 @@ def run(ctx: RoundContext, t: int) -> None:
     write_json(run_dir.summary_path, summary)
 
     flat: dict = {f"eval/{k}": v for k, v in entry["eval"].items()}
+    instances = configured(ctx.recipe.eval)
+    ctx.tracker.add_console_columns([(label[:11], f"eval/{key}", ".3f")
+                                     for label, key in headline_columns(instances, entry["eval"])
+                                     if f"eval/{key}" not in ("eval/accuracy_greedy", "eval/accuracy_sampled")])
     for section, prefix in (("rewards", "reward"), ("pairs", "pairs"), ("train", "train")):
         flat.update({f"{prefix}/{k}": v for k, v in entry.get(section, {}).items()
                      if isinstance(v, int | float) and not isinstance(v, bool)})
     flat.update({f"time/{k}": v for k, v in seconds.items()})
     flat["time/round"] = sum(seconds.values())
+    if run_dir.is_done(t, "eval"):  # the time each evaluator (and the held-out responses) took
+        flat.update({f"time/eval_{k[len('seconds_'):]}": v for k, v in run_dir.stage_info(t, "eval").items()
+                     if k.startswith("seconds_")})
     flat.update({f"memory/{s}_peak_rss_mb": max(v) for s, v in entry["peak_rss_mb"].items() if v})
     if run_dir.get("reported_round", -1) < t:
         ctx.tracker.log(t, flat)
@@ -42,9 +50,17 @@ def run(ctx: RoundContext, t: int) -> None:
         if ctx.tracker.wandb is not None:
             ctx.tracker.log_samples(t, eval_sample_table(ctx, t), key="eval_samples")
             round_dir = run_dir.round_dir(t)
+            for inst in instances:  # each evaluator's own records (lm-eval's samples, best-of-N rewards, ...)
+                path = round_dir / "eval" / f"{inst.name}_samples.jsonl"
+                if path.exists():
+                    ctx.tracker.log_samples(t, read_jsonl(path)[: ctx.recipe.tracking.log_samples],
+                                            key=f"eval_{inst.name}")
             ctx.tracker.log_files(t, "pairs", "preference-pairs",
                                   [round_dir / "pairs.jsonl", round_dir / "pairs_conversational.jsonl"])
-            ctx.tracker.log_files(t, "eval_samples", "eval-samples", [round_dir / "eval_samples.jsonl"])
+            eval_files = sorted(p for p in (round_dir / "eval").rglob("*") if p.is_file()) \
+                if (round_dir / "eval").is_dir() else []
+            ctx.tracker.log_files(t, "eval_samples", "eval-samples", [round_dir / "eval_samples.jsonl", *eval_files],
+                                  root=round_dir)
             ctx.tracker.log_files(t, "rollouts", "grpo-rollouts", [round_dir / "rollouts.jsonl"])
         run_dir.set("reported_round", t)
     ctx.tracker.console_row({"round": t, **flat})
