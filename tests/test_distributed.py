@@ -19,6 +19,7 @@ from selfalign.recipe import load_recipe
 # A quickstart round on the sandbox model, small enough for CI: 4 generation chunks and 4 eval chunks, so each of
 # two processes computes two of each.
 SMALL = ["rounds=1", "prompts.train_per_round=64", "prompts.eval_prompts=64", "generation.chunk_prompts=16",
+         "generation.samples_per_prompt=4",
          "generation.batch_size=64", "eval.batch_size=16", "train.batch_size=8", "tracking.wandb.enabled=false",
          "tracking.console=false"]
 CONFIGS = Path("recipes/accelerate")

@@ -27,7 +27,7 @@ def test_quickstart_round_on_the_sandbox_model(tmp_path):
     assert r1["pairs"]["chosen_correct"] > r1["pairs"]["rejected_correct"]
     # The judge (expected mode) scored every sample in [1, 5]; its agreement with the truth is logged.
     scores = [r["scores"]["judge"] for r in read_jsonl(tmp_path / "round_1/rewards.jsonl")]
-    assert len(scores) == 128 * 4 and all(1.0 <= s <= 5.0 for s in scores)
+    assert len(scores) == 128 * 8 and all(1.0 <= s <= 5.0 for s in scores)  # the quickstart samples 8 per prompt
     assert 0.0 <= r1["rewards"]["judge_pairwise_accuracy"] <= 1.0
 
 
