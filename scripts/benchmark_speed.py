@@ -32,11 +32,8 @@ from pathlib import Path
 
 import torch
 
-from selfalign import models
-from selfalign.config import ModelConfig
-from selfalign.data.prompts import load_prompts, render_prompt
-from selfalign.generation import generate
-from selfalign.rewards.judge import JudgeConfig, JudgeReward
+# selfalign's modules are imported where they are used: scripts/benchmark_generation_gpu.py imports
+# plain_generate from here on a machine with only torch and transformers.
 
 
 def plain_generate(model, tok, prompts, samples, temperature, max_new_tokens, batch_size) -> int:
@@ -48,8 +45,9 @@ def plain_generate(model, tok, prompts, samples, temperature, max_new_tokens, ba
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     per_call, n = max(1, batch_size // samples), 0
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    device = next(model.parameters()).device
     for start in range(0, len(order), per_call):
-        ids, mask = left_pad([encoded[i] for i in order[start : start + per_call]], pad)
+        ids, mask = (x.to(device) for x in left_pad([encoded[i] for i in order[start : start + per_call]], pad))
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True,
                                  temperature=temperature, top_p=1.0, top_k=0, num_return_sequences=samples,
@@ -76,6 +74,10 @@ def scoring_peak(args, full: bool) -> dict:
 
 def child(args) -> None:
     """One scoring batch of `--num-prompts` responses of `--max-new-tokens` tokens (random token ids) after a prompt."""
+    from selfalign import models
+    from selfalign.config import ModelConfig
+    from selfalign.data.prompts import load_prompts, render_prompt
+
     cfg = ModelConfig(path=args.model)
     path = models.base_model_path(cfg)
     model, tok = models.load_model(path, cfg).eval(), models.load_tokenizer(path, cfg)
@@ -115,6 +117,12 @@ def stage_shares(run_dir: Path) -> dict:
 
 
 def main() -> None:
+    from selfalign import models
+    from selfalign.config import ModelConfig
+    from selfalign.data.prompts import load_prompts, render_prompt
+    from selfalign.generation import generate
+    from selfalign.rewards.judge import JudgeConfig, JudgeReward
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="sandbox")
     p.add_argument("--prompts", default=None, help="default: the sandbox eval split, or the shipped GSM8K slice")
