@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,9 +31,16 @@ from selfalign.generation import generate  # noqa: E402
 
 
 def llama(vocab: int, args) -> LlamaForCausalLM:
-    config = LlamaConfig(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.mlp,
-                         num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                         num_key_value_heads=args.kv_heads, max_position_embeddings=4096, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.mlp,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     with torch.device(args.device):
         model = LlamaForCausalLM(config).to(getattr(torch, args.dtype))
@@ -43,8 +49,10 @@ def llama(vocab: int, args) -> LlamaForCausalLM:
 
 def prompts(tok, path: str, n: int) -> list[str]:
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()][:n]
-    return [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,
-                                    add_generation_prompt=True) for r in rows]
+    return [
+        tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False, add_generation_prompt=True)
+        for r in rows
+    ]
 
 
 def main() -> None:
@@ -70,8 +78,12 @@ def main() -> None:
     tok.padding_side = "left"
     model = llama(len(tok), args)
     texts = prompts(tok, args.prompts, args.num_prompts)
-    kw = dict(num_samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-              batch_size=args.batch_size)
+    kw = dict(
+        num_samples=args.samples,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
     generate(model, tok, texts[:8], **kw)  # warm-up (kernels, allocator)
     plain_generate(model, tok, texts[:8], args.samples, args.temperature, args.max_new_tokens, args.batch_size)
 
@@ -81,41 +93,64 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             return out
+
         return run
 
     ours, plain = [], []
     for _ in range(args.repeats):
         out, s = timed(sync(lambda: generate(model, tok, texts, **kw)))
         ours.append((sum(len(x.token_ids) for g in out for x in g), s))
-        n, s = timed(sync(lambda: plain_generate(model, tok, texts, args.samples, args.temperature,
-                                                 args.max_new_tokens, args.batch_size)))
+        n, s = timed(
+            sync(
+                lambda: plain_generate(
+                    model, tok, texts, args.samples, args.temperature, args.max_new_tokens, args.batch_size
+                )
+            )
+        )
         plain.append((n, s))
     med = {name: statistics.median(t for _, t in runs) for name, runs in (("ours", ours), ("plain", plain))}
     report = {
         "model": f"random LlamaForCausalLM, {sum(x.numel() for x in model.parameters()) / 1e9:.2f}B parameters, "
-                 f"{args.dtype}", "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-        "prompts": len(texts), "samples": args.samples, "max_new_tokens": args.max_new_tokens,
+        f"{args.dtype}",
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "prompts": len(texts),
+        "samples": args.samples,
+        "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
-        "generation": {"selfalign_seconds": round(med["ours"], 2), "plain_seconds": round(med["plain"], 2),
-                       "selfalign_tokens_per_s": round(statistics.median(n / t for n, t in ours), 1),
-                       "plain_tokens_per_s": round(statistics.median(n / t for n, t in plain), 1),
-                       "ratio": round(med["ours"] / med["plain"], 3),
-                       "runs": {"selfalign": [[n, round(t, 3)] for n, t in ours],
-                                "plain": [[n, round(t, 3)] for n, t in plain]}},
-        "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if args.device.startswith("cuda")
+        "generation": {
+            "selfalign_seconds": round(med["ours"], 2),
+            "plain_seconds": round(med["plain"], 2),
+            "selfalign_tokens_per_s": round(statistics.median(n / t for n, t in ours), 1),
+            "plain_tokens_per_s": round(statistics.median(n / t for n, t in plain), 1),
+            "ratio": round(med["ours"] / med["plain"], 3),
+            "runs": {"selfalign": [[n, round(t, 3)] for n, t in ours], "plain": [[n, round(t, 3)] for n, t in plain]},
+        },
+        "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if args.device.startswith("cuda")
         else None,
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     g = report["generation"]
-    out.with_suffix(".md").write_text("\n".join([
-        f"# Generation speed on {report['device']}: {report['model']}", "", f"`{' '.join(sys.argv)}`", "",
-        "| measure | selfalign | plain `generate` | ratio |", "|---|---|---|---|",
-        f"| tokens/s ({len(texts)} prompts × {args.samples}, {args.max_new_tokens} new tokens, "
-        f"{args.batch_size} sequences per call) | {g['selfalign_tokens_per_s']} | {g['plain_tokens_per_s']} | "
-        f"{g['ratio']}× the time |", ""]))
+    out.with_suffix(".md").write_text(
+        "\n".join(
+            [
+                f"# Generation speed on {report['device']}: {report['model']}",
+                "",
+                f"`{' '.join(sys.argv)}`",
+                "",
+                "| measure | selfalign | plain `generate` | ratio |",
+                "|---|---|---|---|",
+                f"| tokens/s ({len(texts)} prompts × {args.samples}, {args.max_new_tokens} new tokens, "
+                f"{args.batch_size} sequences per call) | {g['selfalign_tokens_per_s']} | {g['plain_tokens_per_s']} | "
+                f"{g['ratio']}× the time |",
+                "",
+            ]
+        )
+    )
     print(json.dumps(report, indent=2))
 
 
