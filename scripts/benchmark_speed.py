@@ -10,7 +10,8 @@ Measures, in one run:
   per second, and their time ratio (target: selfalign within 1.1× of plain generate);
 - scoring: the peak memory one teacher-forced scoring batch adds (`scoring.token_logprobs`), against the
   B·T·V float32 bound a full (batch, length, vocab) log-softmax would take, each measured in a fresh process
-  (`ru_maxrss` after the model is loaded vs after the batch);
+  (the process's resident memory sampled every millisecond while the batch runs, peak minus the resident memory
+  before it: the high-water mark `ru_maxrss` would hide a batch that stays below the model load's own peak);
 - judging: responses per second of the judge in `expected` mode (one forward pass) and in `generate` mode (one
   written judgment each) (target: expected ≥ 20× generate);
 - with `--run-dir RUN_DIR` (a finished run of the same model, e.g. the quickstart's), each stage's share of a
@@ -23,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +75,10 @@ def scoring_peak(args, full: bool) -> dict:
 
 def child(args) -> None:
     """One scoring batch of `--num-prompts` responses of `--max-new-tokens` tokens (random token ids) after a prompt."""
+    import gc
+
+    import psutil
+
     from selfalign import models
     from selfalign.config import ModelConfig
     from selfalign.data.prompts import load_prompts, render_prompt
@@ -85,7 +90,17 @@ def child(args) -> None:
     g = torch.Generator().manual_seed(0)
     pairs = [(tok(render_prompt(tok, r))["input_ids"],
               torch.randint(5, len(tok) - 1, (args.max_new_tokens,), generator=g).tolist()) for r in rows]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    proc, peak, done = psutil.Process(), [0], threading.Event()
+    before = proc.memory_info().rss
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            done.wait(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     with torch.no_grad():
         if args.child == "full":  # what selfalign did before: the whole (batch, length, vocab) log-softmax
             from selfalign.scoring import right_pad
@@ -97,9 +112,10 @@ def child(args) -> None:
             from selfalign.scoring import token_logprobs
 
             token_logprobs(model, pairs, batch_size=len(pairs), pad_token_id=tok.pad_token_id or 0)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    done.set()
+    sampler.join()
     width = max(len(x) + len(y) for x, y in pairs)
-    print(json.dumps({"added_mb": round((after - before) / 1024, 1), "batch": len(pairs), "length": width,
+    print(json.dumps({"added_mb": round(max(0, peak[0] - before) / 2**20, 1), "batch": len(pairs), "length": width,
                       "vocab": len(tok), "btv_float32_mb": round(len(pairs) * width * len(tok) * 4 / 2**20, 1)}))
 
 
