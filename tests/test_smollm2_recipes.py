@@ -33,6 +33,8 @@ SMALL = {
     "cdpo": ["generation.samples_per_prompt=6", "cdpo.adapters.batch_size=4",
              "cdpo.batch_size=4"],
     "grpo": ["generation.samples_per_prompt=2", "train.batch_size=4", "prompts.train_per_round=2"],
+    "infalign_bon": ["generation.samples_per_prompt=2", "train.batch_size=4", "prompts.train_per_round=2",
+                     "rewards.infalign.m=2"],
 }
 #: every other registered reward GRPO can use (the recipe itself runs with self-certainty)
 GRPO_REWARDS = [{"source": "majority", "score": "match"}, {"source": "likelihood"},
