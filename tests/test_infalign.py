@@ -325,7 +325,7 @@ def test_a_grpo_round_draws_the_reference_set_and_trains_on_the_transformed_rewa
         "rewards": {"infalign": {"reward": "likelihood", "kind": "bon", "t": 3.0, "m": 4}},
         "train": {"algorithm": "grpo", "learning_rate": 1e-3, "batch_size": 8,
                   "grpo_rewards": [{"source": "infalign", "m": 5}], "grpo": {"gradient_checkpointing": False}},
-        "generation.max_new_tokens": 12, "eval.max_new_tokens": 12, "prompts.train_per_round": 4,
+        "generation.max_new_tokens": 12, "eval.max_new_tokens": 12, "eval.sampled": False, "prompts.train_per_round": 4,
         "prompts.eval_prompts": 4, "tracking.wandb.enabled": False})
     summary = pipeline.run(recipe_from_dict(raw), tmp_path)
     assert list(read_json(tmp_path / "manifest.json")["stages"]) == ["round_0/eval", "round_1/reference",
@@ -350,7 +350,7 @@ def test_a_dpo_round_ranks_by_the_calibrated_reward(tiny_model, tmp_path):
     raw = tiny_recipe(tiny_model, **{
         "rewards": {"likelihood": {}, "infalign": {"reward": "likelihood", "kind": "bon", "t": 2.0, "m": 3}},
         "pairs.reward": "infalign", "generation.max_new_tokens": 12, "tracking.wandb.enabled": False,
-        "eval.max_new_tokens": 12, "prompts.train_per_round": 4, "prompts.eval_prompts": 4})
+        "eval.max_new_tokens": 12, "eval.sampled": False, "prompts.train_per_round": 4, "prompts.eval_prompts": 4})
     pipeline.run(recipe_from_dict(raw), tmp_path)
     ref = {pid: [r["score"] for r in rs] for pid, rs in _reference(tmp_path).items()}
     assert len(ref) == 4 and all(len(v) == 3 for v in ref.values())
