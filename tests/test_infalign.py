@@ -234,3 +234,167 @@ def test_each_transform_wins_the_decoding_it_is_for():
                                                    inference_win_rate(bon, 4, "won")) + 0.05
     for c in (identity, bon, won):  # every one of them beats π_ref at plain sampling
         assert inference_win_rate(c, 1) > 0.6
+
+
+# ---------------------------------------------------------------------------------------------
+# the registered reward, the method's checks, and one round of each algorithm
+
+
+class _FixedReward:
+    """A base reward that scores a response by a table (None: cannot score it)."""
+
+    name = "fixed"
+
+    def __init__(self, table):
+        self.table = table
+
+    def score(self, rows, responses, token_ids=None):
+        from selfalign.rewards import RewardOutput
+
+        return RewardOutput([self.table[y] for y in responses])
+
+
+def test_the_reward_calibrates_against_its_prompts_reference_scores_by_hand():
+    from selfalign.rewards import RewardContext, build_reward
+    from selfalign.rewards.infalign import Calibration, InfAlignConfig
+
+    calibration = Calibration({"p": [1.0, 2.0, 2.0, 3.0], "q": [5.0]}, _FixedReward({"a": 2.0, "b": 9.0, "c": None}))
+    rows = [{"id": "p"}, {"id": "p"}, {"id": "q"}, {"id": "p"}, {"id": "r"}]
+    ctx = RewardContext(None, inputs={"infalign": calibration})
+    out = build_reward("infalign", InfAlignConfig(kind="bon", t=2.0), ctx).score(rows, ["a", "b", "a", "c", "a"])
+    # p: 2.0 → ½ (one below, two tied of 4); 9.0 → 1; q (m = 1): 2.0 < 5.0 → 0; unscored; prompt without reference
+    assert out.scores == pytest.approx([math.exp(1.0), math.exp(2.0), 1.0, None, None])
+    assert [d["calibrated"] for d in out.details] == [0.5, 1.0, 0.0, None, None]
+    won = build_reward("infalign", InfAlignConfig(kind="won", t=-2.0), ctx).score(rows[:2], ["a", "b"])
+    assert won.scores == pytest.approx([-math.exp(-1.0), -math.exp(-2.0)])
+    identity = build_reward("infalign", InfAlignConfig(kind="identity"), ctx).score(rows[:2], ["a", "b"])
+    assert identity.scores == [0.5, 1.0]
+
+
+def test_the_reward_outside_a_round_is_one_line():
+    from selfalign.config import ConfigError
+    from selfalign.rewards import RewardContext, build_reward
+    from selfalign.rewards.infalign import InfAlignConfig
+
+    with pytest.raises(ConfigError, match=r"^best_of_n: infalign needs its round's infalign inputs"):
+        build_reward("infalign", InfAlignConfig(), RewardContext(None, where="best_of_n"))
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"rewards": {"infalign": {"t": -1}}}, r"rewards\.infalign\.t: bon \(best-of-N\) needs t > 0, got -1\.0"),
+    ({"rewards": {"infalign": {"kind": "won"}}}, r"rewards\.infalign\.t: won \(worst-of-N\) needs t < 0, got 10\.0"),
+    ({"rewards": {"infalign": {"kind": "best"}}}, r"rewards\.infalign\.kind: 'best' is not allowed"),
+    ({"rewards": {"infalign": {"m": 0}}}, r"rewards\.infalign\.m: 0 is out of range"),
+    ({"rewards": {"infalign": {"reference": "previous"}}}, r"rewards\.infalign\.reference: 'previous' is not allowed"),
+    ({"rewards": {"infalign": {"reward": "likelihod"}}},
+     r"rewards\.infalign\.reward: 'likelihod' is not a registered reward .*; did you mean 'likelihood'\?"),
+    ({"rewards": {"infalign": {"reward": "majority"}}}, r"rewards\.infalign\.reward: majority scores a sample against"),
+    ({"rewards": {"infalign": {"reward": "infalign"}}}, r"rewards\.infalign\.reward: infalign cannot be InfAlign's"),
+    ({"rewards": {"infalign": {"reward_options": {"normalise": True}}}},
+     r"rewards\.infalign\.reward_options\.normalise: unknown key"),
+    ({"train": {"algorithm": "grpo", "batch_size": 8, "grpo_rewards": [{"source": "infalign", "t": 0}]}},
+     r"train\.grpo_rewards\[0\]\.t: bon \(best-of-N\) needs t > 0"),
+    ({"eval": {"evaluators": {"bon_win_rate": {"reward": "infalign"}}}},
+     r"eval\.evaluators\.bon_win_rate\.reward: infalign needs its round's inputs"),
+])
+def test_config_errors_name_the_key(raw, message):
+    from selfalign.config import ConfigError
+    from selfalign.recipe import recipe_from_dict
+
+    with pytest.raises(ConfigError, match="^recipe: " + message) as e:
+        recipe_from_dict(raw)
+    assert "\n" not in str(e.value)
+
+
+def _reference(out):
+    from selfalign.artifacts import read_jsonl
+
+    ref: dict = {}
+    for r in read_jsonl(out / "round_1/reference.jsonl"):
+        ref.setdefault(r["prompt_id"], []).append(r)
+    return ref
+
+
+def test_a_grpo_round_draws_the_reference_set_and_trains_on_the_transformed_reward(tiny_model, tmp_path):
+    from selfalign import pipeline
+    from selfalign.artifacts import read_json, read_jsonl
+    from selfalign.recipe import recipe_from_dict
+    from tests.conftest import tiny_recipe
+
+    raw = tiny_recipe(tiny_model, **{
+        "rewards": {"infalign": {"reward": "likelihood", "kind": "bon", "t": 3.0, "m": 4}},
+        "train": {"algorithm": "grpo", "learning_rate": 1e-3, "batch_size": 8,
+                  "grpo_rewards": [{"source": "infalign", "m": 5}], "grpo": {"gradient_checkpointing": False}},
+        "generation.max_new_tokens": 12, "eval.max_new_tokens": 12, "eval.sampled": False, "prompts.train_per_round": 4,
+        "prompts.eval_prompts": 4, "tracking.wandb.enabled": False})
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
+    assert list(read_json(tmp_path / "manifest.json")["stages"]) == ["round_0/eval", "round_1/reference",
+                                                                     "round_1/train", "round_1/eval"]
+    ref = _reference(tmp_path)  # the term's m = 5 overrides rewards.infalign's 4
+    assert len(ref) == 4 and all(sorted(r["sample"] for r in rs) == list(range(5)) for rs in ref.values())
+    assert all(isinstance(r["score"], float) and r["score"] <= 0 for rs in ref.values() for r in rs)  # mean log p
+    assert summary["rounds"][1]["reference"]["m"] == 5 and summary["rounds"][1]["reference"]["samples"] == 20
+    rollouts = read_jsonl(tmp_path / "round_1/rollouts.jsonl")
+    grid = [math.exp(3.0 * k / 10) for k in range(11)]  # Φ_3 of the multiples of 1/(2m), m = 5: in [1, e^3]
+    values = [r["scores"]["infalign"] for r in rollouts]
+    assert len(values) == 16 and all(min(abs(v / g - 1) for g in grid) < 1e-6 for v in values)  # float32 in TRL
+    assert len(set(values)) > 1  # the transformed reward varies, so GRPO has a signal
+
+
+def test_a_dpo_round_ranks_by_the_calibrated_reward(tiny_model, tmp_path):
+    from selfalign import pipeline
+    from selfalign.artifacts import read_jsonl
+    from selfalign.recipe import recipe_from_dict
+    from tests.conftest import tiny_recipe
+
+    raw = tiny_recipe(tiny_model, **{
+        "rewards": {"likelihood": {}, "infalign": {"reward": "likelihood", "kind": "bon", "t": 2.0, "m": 3}},
+        "pairs.reward": "infalign", "generation.max_new_tokens": 12, "tracking.wandb.enabled": False,
+        "eval.max_new_tokens": 12, "eval.sampled": False, "prompts.train_per_round": 4, "prompts.eval_prompts": 4})
+    pipeline.run(recipe_from_dict(raw), tmp_path)
+    ref = {pid: [r["score"] for r in rs] for pid, rs in _reference(tmp_path).items()}
+    assert len(ref) == 4 and all(len(v) == 3 for v in ref.values())
+    gens = read_jsonl(tmp_path / "round_1/generations.jsonl")
+    rewards = read_jsonl(tmp_path / "round_1/rewards.jsonl")
+    for g, r in zip(gens, rewards, strict=True):
+        d = r["details"]["infalign"]
+        assert d["base"] == pytest.approx(r["scores"]["likelihood"])  # r on M_0, the round's starting model
+        assert d["calibrated"] == calibrated_reward(d["base"], ref[g["prompt_id"]])
+        assert r["scores"]["infalign"] == pytest.approx(math.exp(2.0 * d["calibrated"]))
+        assert 1.0 <= r["scores"]["infalign"] <= math.exp(2.0)
+    by_sample = {(g["prompt_id"], g["sample"]): r["scores"]["infalign"] for g, r in zip(gens, rewards, strict=True)}
+    pairs = read_jsonl(tmp_path / "round_1/pairs.jsonl")
+    assert pairs
+    for p in pairs:
+        assert p["chosen_score"] == by_sample[(p["prompt_id"], p["chosen_sample"])]
+        assert p["rejected_score"] == by_sample[(p["prompt_id"], p["rejected_sample"])] < p["chosen_score"]
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/infalign_sweep.py: the KL-regularised optimum in calibrated space
+
+
+def test_sweep_math_on_the_tilted_uniform_by_hand():
+    """identity at β = 1: p(c) = e^c / (e − 1) on [0, 1]; KL(p ‖ U) = E_p[c] − log(e − 1), E_p[c] = 1/(1 − 1/e) − 1;
+    W_1 = E_p[c]; W_2 = ∫ 2 F p c² = 2/(e − 1)² ∫ (e^{2c} − e^c) c² dc = 2/(e − 1)² ((e² − 1)/4 − (e − 2))."""
+    from tests.conftest import load_script
+
+    sw = load_script("infalign_sweep")
+    e = math.e
+    mean = 1 / (1 - 1 / e) - 1
+    c, p = sw.tilted("identity", None, 1.0)
+    assert sw.kl_to_uniform(c, p) == pytest.approx(mean - math.log(e - 1), abs=1e-6)
+    assert sw.win_rate(c, p, 1) == pytest.approx(mean, abs=1e-6)
+    assert sw.win_rate(c, p, 2) == pytest.approx(2 / (e - 1) ** 2 * ((e * e - 1) / 4 - (e - 2)), abs=1e-6)
+    assert sw.beta_for_kl("identity", None, mean - math.log(e - 1)) == pytest.approx(1.0, rel=1e-4)
+    c, p = sw.tilted("bon", 5.0, 1e9)  # β → ∞: π = π_ref, a win rate of ½ at every N and no KL
+    assert sw.kl_to_uniform(c, p) == pytest.approx(0.0, abs=1e-9)
+    assert [sw.win_rate(c, p, n) for n in (1, 2, 8)] == pytest.approx([0.5] * 3, abs=1e-6)
+
+
+def test_sweep_prefers_identity_at_n_1_and_larger_t_for_larger_n():
+    from tests.conftest import load_script
+
+    res = load_script("infalign_sweep").sweep([1, 2, 8], 0.5, ts=(1, 5, 30), points=4001)
+    assert res["identity"][1] > max(res["bon"][t][1] for t in (1, 5, 30))  # calibration alone wins the plain rate
+    assert res["best_t"][2] == 5 and res["best_t"][8] == 30

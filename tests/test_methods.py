@@ -35,14 +35,18 @@ def names(raw: dict) -> list[str]:
     ({"cdpo": {}, "treg": {}}, ["dpo", "cdpo", "treg"], "cdpo", "TokenWeightedDPOTrainer"),
     ({"train": {"algorithm": "grpo", "grpo_rewards": [{"source": "self_certainty"}], "batch_size": 8}}, ["grpo"],
      None, None),
+    ({"rewards": {"infalign": {}}, "pairs": {"reward": "infalign"}}, ["dpo", "infalign"], "dpo", None),
+    ({"train": {"algorithm": "grpo", "grpo_rewards": [{"source": "infalign"}], "batch_size": 8}},
+     ["grpo", "infalign"], None, None),
 ])
 def test_resolve(raw, active, builder, trainer):
     methods = resolve(recipe_from_dict(raw))
     assert [m.name for m in methods] == active
     assert (methods.pairs.name if methods.pairs else None) == builder
     assert (methods.trainer.split(":")[1] if methods.trainer else None) == trainer
-    assert methods.stages == (("train", "eval") if "grpo" in active else
-                              ("generate", "reward", "pairs", "train", "eval"))
+    own = ("reference",) if "infalign" in active else ()  # a method's own stage, first in the round
+    assert methods.stages == own + (("train", "eval") if "grpo" in active else
+                                    ("generate", "reward", "pairs", "train", "eval"))
 
 
 def test_every_method_section_is_a_recipe_key_with_its_config():
@@ -69,7 +73,7 @@ def test_any_registered_reward_can_rank_dpo_samples():
         raw = {"rewards": {name: {}}, "pairs": {"reward": name}}
         if "reference" in spec.needs:
             raw["rewards"]["implicit"] = {"reference": "initial"}
-        assert names(raw) == ["dpo"], name
+        assert names(raw) == (["dpo", "infalign"] if name == "infalign" else ["dpo"]), name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ from selfalign.rewards.voting import borda_vote, majority_vote, rank_order
 #: no model but the evaluated one
 RULE_REWARD: dict[str, str | None] = {
     "borda": "self_certainty", "majority": None,
-    **{name: name for name, spec in REWARDS.items() if "reference" not in spec.needs and not spec.grouped}}
+    **{name: name for name, spec in REWARDS.items()
+       if not {"reference", "inputs"} & set(spec.needs) and not spec.grouped}}
 RULES = tuple(RULE_REWARD)
 REFERENCES = ("mean@N", "pass@N")
 
@@ -74,6 +75,9 @@ def parse_rules(text: str) -> list[str]:
     unknown = [r for r in rules if r not in RULE_REWARD]
     for r in unknown:
         if r in REWARDS:
+            if "inputs" in REWARDS[r].needs:
+                raise ConfigError(f"--select: the {r!r} reward needs its round's inputs (a reward of a run's rounds); "
+                                  f"best-of-N selects with: {', '.join(RULES)}")
             needs = " and ".join(n for n in REWARDS[r].needs if n != "policy") or "second"
             raise ConfigError(f"--select: the {r!r} reward needs a {needs} model besides the evaluated one (it is a "
                               f"reward of a run's rounds); best-of-N selects with: {', '.join(RULES)}")

@@ -60,7 +60,7 @@ def stage(ctx: RoundContext, t: int, name: str) -> None:
         return
     log.info("round %d: %s", t, name)
     start = time.time()
-    artifact, info = STAGES[name](ctx, t)
+    artifact, info = (STAGES[name] if name in STAGES else ctx.methods.stage(name))(ctx, t)
     memory = distributed.gather(peak_memory())  # also a barrier: every process is done with the stage ...
     if ctx.main:
         per_process = {k: [m.get(k) for m in memory] for k in memory[0]}

@@ -87,6 +87,9 @@ def check(cfg: BonWinRateConfig, eval_cfg: Any, where: str) -> None:
     if max(cfg.best_of) > cfg.samples:
         raise ConfigError(f"{where}.best_of: N={max(cfg.best_of)} > samples ({cfg.samples}); each N must be <= K")
     spec = reward_spec(cfg.reward, f"{where}.reward")
+    if "inputs" in spec.needs:
+        raise ConfigError(f"{where}.reward: {cfg.reward} needs its round's inputs (the reference set), which an "
+                          "evaluator does not have; name its base reward")
     if spec.grouped:
         raise ConfigError(f"{where}.reward: {cfg.reward} scores a sample against the other samples of its prompt; "
                           "best-of-N needs a reward that scores a sample alone")

@@ -10,7 +10,7 @@ trainer class. Adding a method: a module with a `Method` subclass, one line in `
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from selfalign.config import ConfigError
@@ -19,6 +19,7 @@ from selfalign.methods.cdpo import CDPO
 from selfalign.methods.cream import CREAM
 from selfalign.methods.dpo import DPO, import_class
 from selfalign.methods.grpo import GRPO
+from selfalign.methods.infalign import InfAlign
 from selfalign.methods.meta_rewarding import MetaRewarding
 from selfalign.methods.osp import OSP
 from selfalign.methods.scir import SCIR
@@ -27,7 +28,7 @@ from selfalign.methods.treg import TREG
 __all__ = ["METHODS", "Method", "Methods", "resolve"]
 
 #: every method, in the order the stages call their hooks
-METHODS: tuple[type[Method], ...] = (DPO, GRPO, MetaRewarding, OSP, CREAM, SCIR, CDPO, TREG)
+METHODS: tuple[type[Method], ...] = (DPO, GRPO, MetaRewarding, OSP, CREAM, SCIR, CDPO, TREG, InfAlign)
 
 
 @dataclass
@@ -45,7 +46,17 @@ class Methods:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return self.algorithm.stages
+        """A round's stages: the methods' own (`before_stages`), then the algorithm's."""
+        return (*[s for m in self.active for s in m.before_stages], *self.algorithm.stages)
+
+    def stage(self, name: str) -> Callable:
+        """`run(ctx, t)` of the method stage `name`."""
+        (owner,) = [m for m in self.active if name in m.before_stages]
+        return lambda ctx, t: owner.run_stage(ctx, t, name)
+
+    def reward_inputs(self, ctx, t: int) -> dict:
+        """What the methods hand round t's rewards (`RewardContext.inputs`)."""
+        return {k: v for m in self.active for k, v in m.reward_inputs(ctx, t).items()}
 
 
 def _trainer(active: list[Method], recipe) -> str | None:

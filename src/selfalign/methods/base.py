@@ -28,6 +28,7 @@ class Method:
     config: ClassVar[type | None] = None  # that section's dataclass
     algorithm: ClassVar[str | None] = "dpo"  # the train.algorithm it works with (None: any)
     stages: ClassVar[tuple[str, ...]] = ()  # an algorithm's round stages
+    before_stages: ClassVar[tuple[str, ...]] = ()  # its own stages, run first in every round (`run_stage`)
     uses_pairs_reward: ClassVar[bool] = True  # a pair builder that ranks samples by pairs.reward
     pairs_what: ClassVar[str] = "pairs"  # what a pair builder builds, for errors
     label_what: ClassVar[str] = ""  # what a label setter is called in the recipe, for errors
@@ -62,6 +63,14 @@ class Method:
         """What it cannot do under this launch, before any stage runs."""
 
     # ----------------------------------------------------------------------------- hooks of the stages
+
+    def run_stage(self, ctx: RoundContext, t: int, name: str):
+        """One of its `before_stages` in round t; returns (artifact path or None, statistics)."""
+        raise NotImplementedError(f"{self.name} has no stage {name!r}")
+
+    def reward_inputs(self, ctx: RoundContext, t: int) -> dict[str, Any]:
+        """Reward stage and GRPO's reward functions: what it hands round t's rewards (`RewardContext.inputs`)."""
+        return {}
 
     def extra_scores(self, ctx: RoundContext, t: int, rows: list[PromptRow],
                      responses: list[str]) -> dict[str, list[float | None]]:

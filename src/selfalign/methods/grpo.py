@@ -119,7 +119,7 @@ class GRPO(Method):
         rows = train_rows(self.recipe.prompts, t, ctx.store.tokenizer)
         policy = ctx.store.load(t - 1)
         trainer = train_grpo(policy, ctx.store.tokenizer, rows, self.recipe, ctx.run.trainer_dir(t),
-                             self.recipe.seed + t)
+                             self.recipe.seed + t, ctx.methods.reward_inputs(ctx, t))
         if ctx.main:
             write_jsonl(ctx.run.round_dir(t) / "rollouts.jsonl", trainer.rollouts)
         return trainer, {**grpo_train_stats(trainer.state.log_history), **rollout_stats(trainer.rollouts)}

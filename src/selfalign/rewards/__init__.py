@@ -13,6 +13,7 @@ from typing import Any
 from selfalign.config import ConfigError, build, did_you_mean
 from selfalign.rewards import (
     implicit,
+    infalign,
     judge,
     lastde,
     likelihood,
@@ -37,6 +38,7 @@ REWARDS: dict[str, RewardSpec] = {spec.name: spec for spec in (
     repetition.REPETITION,
     repetition.LENGTH,
     lastde.SPEC,
+    infalign.SPEC,
 )}
 
 

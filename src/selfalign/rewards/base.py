@@ -53,6 +53,14 @@ class RewardContext:
     seed: int = 0
     max_new_tokens: int | None = None  # the sampler's length limit (the length penalty's scale)
     where: str = "rewards"  # what builds the reward models, for error messages
+    inputs: dict[str, Any] = field(default_factory=dict)  # what a round's methods hand its rewards, by name
+
+    def input(self, name: str, reward: str):
+        """`inputs[name]`; a one-line ConfigError where this context has none (outside a round)."""
+        if name not in self.inputs:
+            raise ConfigError(f"{self.where}: {reward} needs its round's {name} inputs (the reference set), which "
+                              "only a round's reward stage or GRPO training has")
+        return self.inputs[name]
 
     def model(self, role: str, reward: str):
         if self.models is None:
@@ -67,7 +75,8 @@ class RewardSpec:
     it, and what it reads.
 
     needs: `policy` (forward passes of the context's policy), `reference` (another model of the round, named by its
-    options), `answers` (ground truth in the prompt rows). grouped: its score of a sample depends on the other
+    options), `answers` (ground truth in the prompt rows), `inputs` (what a round's methods hand it,
+    `RewardContext.inputs`: InfAlign's reference set). grouped: its score of a sample depends on the other
     samples of the same prompt, so every sample of a prompt must be in one `score` call.
     """
 

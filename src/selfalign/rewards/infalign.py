@@ -13,16 +13,24 @@ transform in front of any RL solver (no public code; formulas as in the project'
 - Transform: Φ_t(c) = sign(t)·exp(t·c): best-of-N `bon` with t > 0 (exp(t·c), convex), worst-of-N `won` with t < 0
   (−exp(t·c), concave), `identity` (c: calibration alone). Both are increasing in c; |t| grows with N.
 
-Pure functions only: no reward is registered here and nothing reads the reference samples yet.
+The registered reward `infalign` (`rewards.infalign`, `pairs.reward: infalign`, `train.grpo_rewards: [{source:
+infalign}]`) is Φ_t(C(r)) for a base reward r (`reward`, with `reward_options`). The frozen reference's m samples
+per prompt and their r, and the reward model r on that frozen model, are a round's: `selfalign.methods.infalign`
+samples and scores them in the round's `reference` stage and hands them to the reward as `RewardContext.inputs
+["infalign"]` (a `Calibration`); outside a round (best-of-N, `selfalign eval`) the reward cannot be built.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
+
+from selfalign.config import ConfigError, opt
+from selfalign.rewards.base import RewardContext, RewardModel, RewardOutput, RewardSpec, TokenIds
 
 TransformKind = Literal["bon", "won", "identity"]
 KINDS = ("bon", "won", "identity")
@@ -171,3 +179,70 @@ def inference_win_rate(calibrated: torch.Tensor | Sequence[float], n: int, kind:
         pick = survive[:-1] ** n - survive[1:] ** n
         beats = 1 - (1 - v) ** n
     return float((pick * beats).sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# the registered reward
+
+
+@dataclass
+class InfAlignConfig:
+    """Φ_t(C(r)): a base reward r calibrated against m samples per prompt of the frozen reference, then transformed."""
+
+    reward: str = "likelihood"  # the base reward r: any registered reward that scores a sample alone
+    reward_options: dict[str, Any] = field(default_factory=dict)  # its options (default: its defaults)
+    kind: TransformKind = "bon"  # bon: exp(t·c), t > 0; won: −exp(t·c), t < 0; identity: c (t unused)
+    t: float = 10.0  # METHODS.md's sweep: t ≈ 10 for best-of-4 at KL 0.5
+    m: int = opt(16, lo=1)  # reference samples per prompt (resolution 1/m)
+    reference: Literal["start", "initial"] = "start"  # π_ref: the round's starting model M_{t-1}, or M_0
+
+
+def check_config(cfg: InfAlignConfig, where: str) -> None:
+    """The transform's kind and t (the base reward is checked by the method, which may read the registry)."""
+    try:
+        _check_transform(cfg.kind, cfg.t)
+    except ValueError as e:
+        raise ConfigError(f"{where}.t: {str(e).split(': ', 1)[1]}") from None
+
+
+@dataclass
+class Calibration:
+    """A round's reference set: prompt id → the base reward of the frozen reference's samples of that prompt
+    (unscored ones left out), and the base reward model on the frozen reference, which scores new samples."""
+
+    reference_scores: dict[str, list[float]]
+    base: RewardModel
+
+
+class InfAlignReward:
+    """Φ_t(C(x, y)) with C against the prompt's reference scores; None where the base reward cannot score the
+    sample or the prompt has no scored reference sample. Details: the base score and the calibrated c."""
+
+    name = "infalign"
+
+    def __init__(self, cfg: InfAlignConfig, calibration: Calibration):
+        self.cfg, self.calibration = cfg, calibration
+
+    def score(self, rows: list[dict], responses: list[str], token_ids: TokenIds | None = None) -> RewardOutput:
+        base = self.calibration.base.score(rows, responses, token_ids).scores
+        scores: list[float | None] = []
+        details: list[dict] = []
+        for row, s in zip(rows, base, strict=True):
+            ref = self.calibration.reference_scores.get(str(row["id"]))
+            if s is None or not ref:
+                scores.append(None)
+                details.append({"base": s, "calibrated": None})
+                continue
+            c = calibrated_reward(s, ref)
+            scores.append(infalign_transform(c, self.cfg.kind, self.cfg.t))
+            details.append({"base": s, "calibrated": c})
+        return RewardOutput(scores, details)
+
+
+def _build(cfg: InfAlignConfig, ctx: RewardContext) -> InfAlignReward:
+    return InfAlignReward(cfg, ctx.input("infalign", "infalign"))
+
+
+SPEC = RewardSpec("infalign", InfAlignConfig, _build,
+                  "InfAlign: Φ_t of a base reward's rank among the frozen reference's samples of the prompt",
+                  needs=("inputs",), check=check_config)

@@ -19,7 +19,8 @@ def run(ctx: RoundContext, t: int) -> None:
     entry: dict = {"round": t, "eval": read_json(run_dir.round_dir(t) / "eval.json")}
     stages = ("seed_sft", "eval") if t == 0 else ctx.methods.stages
     seconds = {s: run_dir.stage_info(t, s)["seconds"] for s in stages if run_dir.is_done(t, s)}
-    for s, section in _SECTIONS.items():
+    own = {s: s for s in stages if s not in _SECTIONS and s != "eval"}  # methods' stages, under their own names
+    for s, section in {**_SECTIONS, **own}.items():
         if run_dir.is_done(t, s):
             info = run_dir.stage_info(t, s)
             entry[section] = {k: v for k, v in info.items() if not k.startswith("peak_")

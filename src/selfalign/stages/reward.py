@@ -22,7 +22,8 @@ def run(ctx: RoundContext, t: int):
     recipe, store = ctx.recipe, ctx.store
     gens = read_jsonl(ctx.run.round_dir(t) / "generations.jsonl")
     reward_ctx = RewardContext(store.tokenizer, policy=store.model(t - 1), models=store.roles(t), seed=recipe.seed,
-                               max_new_tokens=recipe.generation.max_new_tokens)
+                               max_new_tokens=recipe.generation.max_new_tokens,
+                               inputs=ctx.methods.reward_inputs(ctx, t))  # e.g. a reference set to calibrate against
     rewards = {name: build_reward(name, getattr(recipe.rewards, name), reward_ctx)
                for name in recipe.rewards.enabled()}
 

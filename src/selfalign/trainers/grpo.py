@@ -76,17 +76,19 @@ class RolloutRecordingGRPOTrainer(GRPOTrainer):
         return rewards
 
 
-def train_grpo(model, tokenizer, rows: list[dict], recipe, output_dir: Path, seed: int):
+def train_grpo(model, tokenizer, rows: list[dict], recipe, output_dir: Path, seed: int,
+               reward_inputs: dict | None = None):
     """Run GRPO on the prompt rows (id, prompt, prompt_text, answer?); returns the trainer (its `.model` is the
     trained policy, a PeftModel with LoRA; `.rollouts` every sampled completion, with `prompt` and, where the
-    rows have answers, `correct` added: ground truth measured, never trained on unless a reward says so)."""
+    rows have answers, `correct` added: ground truth measured, never trained on unless a reward says so).
+    `reward_inputs`: what the round's methods hand the rewards (`RewardContext.inputs`)."""
     from datasets import Dataset
 
     from selfalign.trainers import checkpoints
     from selfalign.trainers.callbacks import attach
 
     funcs, weights = build_reward_functions(recipe.train.grpo_rewards, recipe.rewards, tokenizer,
-                                            recipe.generation.max_new_tokens, seed)
+                                            recipe.generation.max_new_tokens, seed, reward_inputs)
     dataset = Dataset.from_list([{"prompt": r["prompt_text"], "prompt_id": str(r["id"]), "user_prompt": r["prompt"],
                                   "answer": None if r.get("answer") is None else str(r["answer"])} for r in rows])
     lora = recipe.train.lora

@@ -29,8 +29,9 @@ from selfalign.config import ConfigError, RewardTerm, build, did_you_mean, to_di
 from selfalign.rewards import REWARDS, RewardContext, RewardSpec, build_reward
 from selfalign.rows import prompt_row
 
-#: what GRPO's reward functions can give a reward model (no other model of the round; answers in the rows)
-GRPO_PROVIDES = ("policy", "answers")
+#: what GRPO's reward functions can give a reward model (no other model of the round; answers in the rows; what the
+#: round's methods hand the rewards)
+GRPO_PROVIDES = ("policy", "answers", "inputs")
 
 
 def import_reward_function(path: str, where: str) -> Callable:
@@ -89,10 +90,11 @@ def check_term(term: RewardTerm, rewards: Any, where: str) -> None:
 class RegistryRewardFunction:
     """A registered reward as a TRL reward function; one that reads the policy needs `bind(trainer)` first."""
 
-    def __init__(self, spec: RewardSpec, cfg: Any, tokenizer, seed: int = 0, max_new_tokens: int | None = None):
+    def __init__(self, spec: RewardSpec, cfg: Any, tokenizer, seed: int = 0, max_new_tokens: int | None = None,
+                 inputs: dict | None = None):
         self.__name__ = spec.name  # TRL logs rewards/<__name__>/mean
         self.spec, self.cfg, self.tokenizer, self.trainer = spec, cfg, tokenizer, None
-        self.seed, self.max_new_tokens = seed, max_new_tokens
+        self.seed, self.max_new_tokens, self.inputs = seed, max_new_tokens, inputs or {}
 
     def bind(self, trainer) -> None:
         self.trainer = trainer
@@ -141,7 +143,7 @@ class RegistryRewardFunction:
     def _score(self, rows, completions, token_ids) -> list[float | None]:
         with self.policy() as model:
             ctx = RewardContext(self.tokenizer, policy=model, seed=self.seed, max_new_tokens=self.max_new_tokens,
-                                where="train.grpo_rewards")
+                                where="train.grpo_rewards", inputs=self.inputs)
             return build_reward(self.spec.name, self.cfg, ctx).score(rows, completions, token_ids).scores
 
 
@@ -151,16 +153,16 @@ def reward_name(fn: Callable) -> str:
 
 
 def build_reward_functions(terms: list[RewardTerm], rewards: Any, tokenizer, max_new_tokens: int,
-                           seed: int = 0) -> tuple[list[Callable], list[float]]:
-    """TRL's (reward_funcs, reward_weights) for `train.grpo_rewards`; call `bind_reward_functions` once the trainer
-    exists."""
+                           seed: int = 0, inputs: dict | None = None) -> tuple[list[Callable], list[float]]:
+    """TRL's (reward_funcs, reward_weights) for `train.grpo_rewards` (`inputs`: what the round's methods hand the
+    rewards); call `bind_reward_functions` once the trainer exists."""
     funcs: list[Callable] = []
     for k, term in enumerate(terms):
         where = f"train.grpo_rewards[{k}]"
         check_term(term, rewards, where)
         if term.source in REWARDS:
             funcs.append(RegistryRewardFunction(REWARDS[term.source], term_config(term, rewards, where), tokenizer,
-                                                seed, max_new_tokens))
+                                                seed, max_new_tokens, inputs))
         else:
             funcs.append(import_reward_function(term.source, f"{where}.source"))
     names = [reward_name(f) for f in funcs]
