@@ -40,7 +40,7 @@ from selfalign.rewards.voting import borda_vote, majority_vote, rank_order
 #: no model but the evaluated one
 RULE_REWARD: dict[str, str | None] = {
     "borda": "self_certainty", "majority": None,
-    **{name: name for name, spec in REWARDS.items() if "reference" not in spec.needs and not spec.grouped}}
+    **{name: name for name, spec in REWARDS.items() if "reference" not in spec.needs and not spec.is_grouped()}}
 RULES = tuple(RULE_REWARD)
 REFERENCES = ("mean@N", "pass@N")
 

@@ -87,10 +87,9 @@ def check(cfg: BonWinRateConfig, eval_cfg: Any, where: str) -> None:
     if max(cfg.best_of) > cfg.samples:
         raise ConfigError(f"{where}.best_of: N={max(cfg.best_of)} > samples ({cfg.samples}); each N must be <= K")
     spec = reward_spec(cfg.reward, f"{where}.reward")
-    if spec.grouped:
+    if spec.is_grouped(reward_config(cfg.reward, cfg.reward_options, f"{where}.reward_options")):
         raise ConfigError(f"{where}.reward: {cfg.reward} scores a sample against the other samples of its prompt; "
                           "best-of-N needs a reward that scores a sample alone")
-    reward_config(cfg.reward, cfg.reward_options, f"{where}.reward_options")
     if is_output_file(cfg.baseline):
         raise ConfigError(f"{where}.baseline: needs samples of a model ({', '.join(RUN_BASELINES)} or a model path), "
                           "not a file of outputs")
