@@ -116,7 +116,7 @@ def test_dpo_round_filters_prompts_by_p_hat_and_samples_by_lastde(tmp_path):
     ones give pairs, and p_hat.jsonl holds every prompt's p̂ from its generations. In the kept groups, the samples
     whose Lastde (from the stored log-probs) is below -3 are never paired."""
     raw = tiny_recipe("sandbox", **{"pik": {"grading": "verifier"}, "lastde_filter": {"keep": "[-3, inf)"},
-                                    "prompts.train_per_round": 16,
+                                    "prompts.train_per_round": 12, "generation.chunk_prompts": 4,
                                     "train.dpo": {"max_steps": 1}, "generation.max_new_tokens": 30,
                                     "eval.greedy": False, "eval.sampled": False,
                                     "eval.evaluators": [], "tracking.wandb.enabled": False})
@@ -136,10 +136,10 @@ def test_dpo_round_filters_prompts_by_p_hat_and_samples_by_lastde(tmp_path):
     pairs = read_jsonl(rd / "pairs.jsonl")
     assert {q["prompt_id"] for q in pairs} <= kept
     info = summary["rounds"][1]["pairs"]
-    assert info["pik_prompts"] == 16 and info["pik_dropped"] == 16 - len(kept)
+    assert info["pik_prompts"] == 12 and info["pik_dropped"] == 12 - len(kept)
     assert info["pik_dropped_all_right"] == sum(sum(c) == 4 for c in by_prompt.values())
     assert info["pik_dropped_all_wrong"] == sum(sum(c) == 0 for c in by_prompt.values())
-    assert 0 < len(kept) < 16  # the test means something: some prompts kept and some dropped
+    assert 0 < len(kept) < 12  # the test means something: some prompts kept and some dropped
 
     lastde = {(g["prompt_id"], g["sample"]): lastde_score(g["logprobs"]) for g in gens}
     low = {key for key, v in lastde.items() if key[0] in kept and v < -3}
