@@ -214,7 +214,7 @@ def fit_probe(features: torch.Tensor, targets: torch.Tensor, l2: float = 1e-2,
         return loss
 
     opt.step(closure)
-    return w.detach(), float(b), mean, std
+    return w.detach(), float(b.detach()), mean, std
 
 
 def probe_predict(features: torch.Tensor, w: torch.Tensor, b: float, mean: torch.Tensor,
