@@ -303,3 +303,43 @@ def test_reward_restores_training_mode(model_and_tokenizer):
         assert model.training
     finally:
         model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-round diagnostic: distribution summary and drift
+
+
+def test_quantile_and_ks_statistic_by_hand():
+    from selfalign.rewards.lastde import ks_statistic, quantile
+
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5 and quantile([1.0, 2.0, 3.0, 4.0], 0.1) == pytest.approx(1.3)
+    assert quantile([5.0], 0.9) == 5.0 and quantile([1.0, 3.0], 1.0) == 3.0
+    with pytest.raises(ValueError, match="no values"):
+        quantile([], 0.5)
+    assert ks_statistic([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert ks_statistic([1.0, 2.0], [3.0, 4.0]) == 1.0
+    # F_a jumps to 1/2 at 1 and 1 at 3; F_b to 1/3 at 2, 2/3 at 3 (tie), 1 at 4: sup |F_a − F_b| = 1/2 at x = 1
+    assert ks_statistic([1.0, 3.0], [2.0, 3.0, 4.0]) == pytest.approx(0.5)
+    assert ks_statistic([0.0, 0.0, 1.0], [0.0]) == pytest.approx(1 / 3)  # ties: both CDFs step at 0 together
+    with pytest.raises(ValueError, match="both samples"):
+        ks_statistic([], [1.0])
+
+
+def test_lastde_summary_and_drift_by_hand():
+    from selfalign.rewards.lastde import lastde_summary
+
+    stats = lastde_summary([-1.0, None, -3.0, -2.0], previous=[-4.0, -6.0, None], prefix="x")
+    assert stats == pytest.approx({
+        "x_unscored": 1, "x_mean": -2.0, "x_std": (2 / 3) ** 0.5, "x_p10": -2.8, "x_median": -2.0, "x_p90": -1.2,
+        "x_drift_mean": 3.0, "x_drift_ks": 1.0})
+    assert lastde_summary([None, None]) == {"lastde_unscored": 2}
+    assert "lastde_drift_mean" not in lastde_summary([-1.0], previous=[None])
+
+
+def test_generations_lastde_reads_the_stored_logprobs():
+    from selfalign.rewards.lastde import LastdeConfig, generations_lastde
+
+    seq = [-0.1, -2.0, -0.5, -0.05, -1.5, -0.3, -0.9, -0.01]
+    gens = [{"logprobs": seq}, {"logprobs": seq[:3]}]
+    assert generations_lastde(gens) == [lastde_score(seq), None]
+    assert generations_lastde(gens, LastdeConfig(s=2, tau_prime=2))[1] == lastde_score(seq[:3], s=2, tau_prime=2)

@@ -112,3 +112,65 @@ def test_custom_options(model_and_tokenizer):
     cfg = PTrueConfig(template="{prompt}{response} correct? [", options=("Y", "N"))
     out = PTrueReward(model, tok, cfg).score(ROWS, RESPONSES)
     assert all(0.0 < s < 1.0 for s in out.scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# P(True) with brainstorming: the other samples of the prompt shown
+
+
+def test_brainstorm_prompt_layout_by_hand():
+    rows = [ROWS[0], ROWS[1], ROWS[0], ROWS[0]]
+    responses = ["A:46", "A:101", "A:47", "A:{ideas}"]
+    prompts = PTrueReward(None, None, PTrueConfig(brainstorm=True)).ptrue_prompts(rows, responses)
+    tail = "Is the proposed answer:\n (A) True\n (B) False\nThe proposed answer is: ("
+    assert prompts[0] == ("Question: Q:12+34|S:\nHere are some brainstormed ideas:\nA:47\nA:{ideas}\n"
+                          "Proposed Answer: A:46\n" + tail)
+    assert prompts[2] == ("Question: Q:12+34|S:\nHere are some brainstormed ideas:\nA:46\nA:{ideas}\n"
+                          "Proposed Answer: A:47\n" + tail)
+    assert prompts[3].startswith("Question: Q:12+34|S:\nHere are some brainstormed ideas:\nA:46\nA:47\n"
+                                 "Proposed Answer: A:{ideas}\n")  # a response's braces are not a placeholder
+    # a prompt with one sample has no ideas
+    assert prompts[1] == "Question: Q:47+38+15|S:\nHere are some brainstormed ideas:\n\nProposed Answer: A:101\n" + tail
+    cfg = PTrueConfig(brainstorm=True, brainstorm_template="{prompt}|{ideas}|{response}(", idea_separator=" / ",
+                      few_shot=[FewShotExample("Q:1+1|S:", "A:2", True)])
+    assert PTrueReward(None, None, cfg).ptrue_prompts(rows[:3], responses[:3])[0] == \
+        "Question: Q:1+1|S:\nProposed Answer: A:2\nIs the proposed answer:\n (A) True\n (B) False\n" \
+        "The proposed answer is: (A)\n\nQ:12+34|S:|A:47|A:46("  # few-shot examples keep the plain template
+
+
+def test_brainstorm_is_a_grouped_option_with_its_check():
+    from selfalign.config import ConfigError
+    from selfalign.recipe import recipe_from_dict
+    from selfalign.rewards import REWARDS
+    from selfalign.rewards.ptrue import check_config
+
+    spec = REWARDS["ptrue"]
+    assert not spec.is_grouped() and not spec.is_grouped(PTrueConfig())
+    assert spec.is_grouped(PTrueConfig(brainstorm=True))
+    with pytest.raises(ConfigError, match=r"^rewards.ptrue.brainstorm_template: needs \{prompt\}, \{ideas\} and "
+                                          r"\{response\}$"):
+        check_config(PTrueConfig(brainstorm=True, brainstorm_template="{prompt} {response} ("))
+    with pytest.raises(ConfigError, match=r"^recipe: eval.evaluators.bon_win_rate.reward: ptrue scores a sample "
+                                          r"against the other samples of its prompt"):
+        recipe_from_dict({"eval": {"evaluators": {"bon_win_rate": {
+            "samples": 2, "best_of": [1, 2], "reward": "ptrue", "reward_options": {"brainstorm": True}}}}})
+
+
+def test_brainstorm_scores_equal_the_hand_computation(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    rows = [ROWS[0], ROWS[0], ROWS[0]]
+    responses = ["12+34=46;A:46", "12+34=47;A:47", "A:46"]
+    reward = PTrueReward(model, tok, PTrueConfig(brainstorm=True, batch_size=2))
+    out = reward.score(rows, responses)
+    id_a, id_b = tok.convert_tokens_to_ids("A"), tok.convert_tokens_to_ids("B")
+    plain = PTrueReward(model, tok)
+    for k, score in enumerate(out.scores):
+        others = [y for j, y in enumerate(responses) if j != k]
+        prompt = plain.fill(rows[k]["prompt"], "").split("Proposed Answer:")[0] + \
+            "Here are some brainstormed ideas:\n" + "\n".join(others) + f"\nProposed Answer: {responses[k]}\n" \
+            "Is the proposed answer:\n (A) True\n (B) False\nThe proposed answer is: ("
+        with torch.no_grad():
+            last = model(input_ids=torch.tensor([tok(prompt)["input_ids"]])).logits[0, -1]
+        p = torch.softmax(last.double(), dim=-1)
+        assert score == pytest.approx((p[id_a] / (p[id_a] + p[id_b])).item(), abs=1e-5)
+    assert out.scores != pytest.approx(plain.score(rows, responses).scores, abs=1e-6)  # the ideas change the input

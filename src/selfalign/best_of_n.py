@@ -41,7 +41,7 @@ from selfalign.rewards.voting import borda_vote, majority_vote, rank_order
 RULE_REWARD: dict[str, str | None] = {
     "borda": "self_certainty", "majority": None,
     **{name: name for name, spec in REWARDS.items()
-       if not {"reference", "inputs"} & set(spec.needs) and not spec.grouped}}
+       if not {"reference", "inputs"} & set(spec.needs) and not spec.is_grouped()}}
 RULES = tuple(RULE_REWARD)
 REFERENCES = ("mean@N", "pass@N")
 

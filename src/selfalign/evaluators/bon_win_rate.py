@@ -90,10 +90,9 @@ def check(cfg: BonWinRateConfig, eval_cfg: Any, where: str) -> None:
     if "inputs" in spec.needs:
         raise ConfigError(f"{where}.reward: {cfg.reward} needs its round's inputs (the reference set), which an "
                           "evaluator does not have; name its base reward")
-    if spec.grouped:
+    if spec.is_grouped(reward_config(cfg.reward, cfg.reward_options, f"{where}.reward_options")):
         raise ConfigError(f"{where}.reward: {cfg.reward} scores a sample against the other samples of its prompt; "
                           "best-of-N needs a reward that scores a sample alone")
-    reward_config(cfg.reward, cfg.reward_options, f"{where}.reward_options")
     if is_output_file(cfg.baseline):
         raise ConfigError(f"{where}.baseline: needs samples of a model ({', '.join(RUN_BASELINES)} or a model path), "
                           "not a file of outputs")

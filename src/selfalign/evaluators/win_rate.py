@@ -148,10 +148,9 @@ def check(cfg: WinRateConfig, eval_cfg: Any, where: str) -> None:
         from selfalign.rewards import reward_config, reward_spec
 
         spec = reward_spec(j.reward, f"{where}.judge.reward")
-        if spec.grouped:
+        if spec.is_grouped(reward_config(j.reward, j.reward_options, f"{where}.judge.reward_options")):
             raise ConfigError(f"{where}.judge.reward: {j.reward} scores a sample against the other samples of its "
                               "prompt; a win rate needs a pointwise reward")
-        reward_config(j.reward, j.reward_options, f"{where}.judge.reward_options")
     if j.type == "verifier":
         from selfalign.rewards import reward_config
 

@@ -20,15 +20,18 @@ from selfalign.methods.cream import CREAM
 from selfalign.methods.dpo import DPO, import_class
 from selfalign.methods.grpo import GRPO
 from selfalign.methods.infalign import InfAlign
+from selfalign.methods.lastde_filter import LastdeFilter
 from selfalign.methods.meta_rewarding import MetaRewarding
 from selfalign.methods.osp import OSP
+from selfalign.methods.pik import PIK
 from selfalign.methods.scir import SCIR
 from selfalign.methods.treg import TREG
 
 __all__ = ["METHODS", "Method", "Methods", "resolve"]
 
 #: every method, in the order the stages call their hooks
-METHODS: tuple[type[Method], ...] = (DPO, GRPO, MetaRewarding, OSP, CREAM, SCIR, CDPO, TREG, InfAlign)
+METHODS: tuple[type[Method], ...] = (DPO, GRPO, MetaRewarding, OSP, CREAM, SCIR, CDPO, TREG, PIK, LastdeFilter,
+                                     InfAlign)
 
 
 @dataclass

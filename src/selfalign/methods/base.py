@@ -14,6 +14,7 @@ other (the most derived is used), or the methods cannot be combined.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -76,6 +77,16 @@ class Method:
                      responses: list[str]) -> dict[str, list[float | None]]:
         """Reward stage: more score columns of a chunk of samples (rewards.jsonl `scores`)."""
         return {}
+
+    def filter_groups(self, ctx: RoundContext, t: int, groups: dict[str, Group]) -> dict:
+        """Pairs stage, first: drop prompts (delete them from `groups`) or samples (clear their scores) before any
+        pair is built; returns statistics."""
+        return {}
+
+    def group_filter(self, ctx: RoundContext, t: int) -> Callable[[PromptRow, list[str]], dict] | None:
+        """Online training (GRPO): a function of each sampled group, (prompt row, its responses) -> a record with
+        `keep` (False: the group adds no policy gradient) and `reason`; its `name` prefixes the statistics."""
+        return None
 
     def build_pairs(self, ctx: RoundContext, t: int, groups: dict[str, Group]) -> tuple[list[dict], dict]:
         """Pairs stage, `pairs` role: the round's pairs and statistics."""

@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 import statistics
 
-from selfalign.artifacts import write_jsonl
+from selfalign.artifacts import read_jsonl, write_jsonl
 from selfalign.config import ConfigError, did_you_mean
 from selfalign.data.prompts import train_rows
 from selfalign.methods.base import Method
+from selfalign.rewards.lastde import lastde_summary
 from selfalign.rewards.repetition import completion_stats
 
 # trl.GRPOConfig fields a recipe sets through its typed keys (each setting has one place).
@@ -117,12 +118,17 @@ class GRPO(Method):
         from selfalign.trainers.grpo import train_grpo
 
         rows = train_rows(self.recipe.prompts, t, ctx.store.tokenizer)
+        filters = [f for m in ctx.methods if (f := m.group_filter(ctx, t)) is not None]
         policy = ctx.store.load(t - 1)
         trainer = train_grpo(policy, ctx.store.tokenizer, rows, self.recipe, ctx.run.trainer_dir(t),
-                             self.recipe.seed + t, ctx.methods.reward_inputs(ctx, t))
+                             self.recipe.seed + t, ctx.methods.reward_inputs(ctx, t), group_filters=filters)
         if ctx.main:
             write_jsonl(ctx.run.round_dir(t) / "rollouts.jsonl", trainer.rollouts)
-        return trainer, {**grpo_train_stats(trainer.state.log_history), **rollout_stats(trainer.rollouts)}
+        before = ctx.run.round_dir(t - 1) / "rollouts.jsonl"
+        previous = read_jsonl(before) if before.exists() else None
+        return trainer, {**grpo_train_stats(trainer.state.log_history),
+                         **rollout_stats(trainer.rollouts, previous=previous),
+                         **group_filter_stats(trainer.rollouts, self.recipe.generation.samples_per_prompt)}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -150,10 +156,12 @@ def grpo_train_stats(log_history: list[dict]) -> dict:
     return stats
 
 
-def rollout_stats(rollouts: list[dict], n: int = 4) -> dict:
+def rollout_stats(rollouts: list[dict], n: int = 4, previous: list[dict] | None = None) -> dict:
     """Length and repetition (rewards/repetition.py) of the round's sampled completions, and their accuracy where
     measured; `rollout_*` over the round, `rollout_*_last` over the last generation batch (where a drift to
-    degenerate text shows first)."""
+    degenerate text shows first). With a `lastde` reward term, the Lastde distribution (`rollout_lastde_*`, with its
+    drift from the `previous` round's rollouts) and that of the last batch with its drift from the first
+    (`rollout_lastde_last_*`)."""
     if not rollouts:
         return {}
     last_step = max(r["step"] for r in rollouts)
@@ -164,4 +172,29 @@ def rollout_stats(rollouts: list[dict], n: int = 4) -> dict:
         if all("correct" in r for r in part):
             s["accuracy"] = _mean([float(r["correct"]) for r in part])
         stats.update({f"rollout_{k}{suffix}": v for k, v in s.items()})
+    if any("lastde" in r["scores"] for r in rollouts):  # a lastde term (weight 0: logged only) scored them
+        first_step = min(r["step"] for r in rollouts)
+        first = [r["scores"].get("lastde") for r in rollouts if r["step"] == first_step]
+        last = [r["scores"].get("lastde") for r in rollouts if r["step"] == last_step]
+        before = [r["scores"].get("lastde") for r in previous or ()]
+        stats.update(lastde_summary([r["scores"].get("lastde") for r in rollouts], before, prefix="rollout_lastde"))
+        stats.update(lastde_summary(last, first, prefix="rollout_lastde_last"))
+    return stats
+
+
+def group_filter_stats(rollouts: list[dict], group_size: int) -> dict:
+    """Per group filter (`<name>_*`): the groups it judged, how many it dropped and why (its records' `reason`), and
+    the mean of its records' numbers (e.g. `pik_p_hat_mean`); groups are the rollouts' consecutive blocks."""
+    groups = [r["filters"] for r in rollouts[::group_size] if "filters" in r]
+    stats: dict = {}
+    for name in (groups[0] if groups else {}):
+        records = [g[name] for g in groups]
+        stats[f"{name}_groups"] = len(records)
+        stats[f"{name}_dropped"] = sum(not r["keep"] for r in records)
+        for reason in sorted({r["reason"] for r in records if r["reason"] is not None}):
+            stats[f"{name}_dropped_{reason}"] = sum(r["reason"] == reason for r in records)
+        for key in records[0]:
+            values = [r[key] for r in records if isinstance(r.get(key), int | float) and not isinstance(r[key], bool)]
+            if values:
+                stats[f"{name}_{key}_mean"] = _mean(values)
     return stats

@@ -85,5 +85,11 @@ class RewardSpec:
     build: Callable[[Any, RewardContext], RewardModel]
     summary: str
     needs: tuple[str, ...] = ("policy",)
-    grouped: bool = False
+    grouped: bool | Callable[[Any], bool] = False  # or a function of its options (P(True) with brainstorming)
     check: Callable[[Any, str], None] | None = None  # recipe check of its options: check(cfg, where)
+
+    def is_grouped(self, cfg: Any = None) -> bool:
+        """Whether the reward with options `cfg` (None: its defaults) scores a sample against its prompt's others."""
+        if callable(self.grouped):
+            return bool(self.grouped(cfg if cfg is not None else self.config()))
+        return self.grouped

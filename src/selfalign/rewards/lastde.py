@@ -42,6 +42,7 @@ rounding of the official entropies.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -180,3 +181,60 @@ SPEC = RewardSpec(
                                   cfg.batch_size),
     "mean token log-prob over the std of its multiscale diversity entropy (Xu et al.'s Lastde; higher = more "
     "machine-like)")
+
+
+# ------------------------------------------------------------------------------------------- a round's diagnostic
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values by linear interpolation between order statistics (numpy's default)."""
+    if not sorted_values:
+        raise ValueError("quantile: no values")
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def ks_statistic(a: Sequence[float], b: Sequence[float]) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic sup_x |F_a(x) − F_b(x)| of the empirical CDFs, in [0, 1]."""
+    if not a or not b:
+        raise ValueError("ks_statistic: both samples need values")
+    xs, ys = sorted(a), sorted(b)
+    i = j = 0
+    d = 0.0
+    while i < len(xs) and j < len(ys):
+        x = min(xs[i], ys[j])
+        while i < len(xs) and xs[i] == x:
+            i += 1
+        while j < len(ys) and ys[j] == x:
+            j += 1
+        d = max(d, abs(i / len(xs) - j / len(ys)))
+    return d
+
+
+def lastde_summary(values: Sequence[float | None], previous: Sequence[float | None] | None = None,
+                   prefix: str = "lastde") -> dict:
+    """A round's Lastde distribution: mean, std, p10 / median / p90 and the unscored count (`<prefix>_*`), and with
+    the previous round's values its drift: `<prefix>_drift_mean` (this mean − that mean) and `<prefix>_drift_ks` (the
+    KS statistic between the two)."""
+    scored = sorted(v for v in values if v is not None)
+    stats: dict = {f"{prefix}_unscored": len(values) - len(scored)}
+    if not scored:
+        return stats
+    stats.update({f"{prefix}_mean": statistics.fmean(scored),
+                  f"{prefix}_std": statistics.pstdev(scored) if len(scored) > 1 else 0.0,
+                  f"{prefix}_p10": quantile(scored, 0.1), f"{prefix}_median": quantile(scored, 0.5),
+                  f"{prefix}_p90": quantile(scored, 0.9)})
+    before = [v for v in previous or () if v is not None]
+    if before:
+        stats[f"{prefix}_drift_mean"] = stats[f"{prefix}_mean"] - statistics.fmean(before)
+        stats[f"{prefix}_drift_ks"] = ks_statistic(scored, before)
+    return stats
+
+
+def generations_lastde(gens: Sequence[dict], cfg: LastdeConfig | None = None) -> list[float | None]:
+    """Lastde of each generated sample from the log-probs generation stored (generations.jsonl `logprobs`: the
+    model's own distribution, temperature 1), with no forward pass."""
+    cfg = cfg or LastdeConfig()
+    return [lastde_score(g["logprobs"], cfg.s, cfg.epsilon_factor, cfg.tau_prime) for g in gens]

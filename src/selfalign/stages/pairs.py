@@ -1,8 +1,8 @@
-"""Pairs: each prompt's scored samples become preference pairs (pairs.jsonl), built by the method that builds
-pairs (DPO's best-vs-worst by default), labelled by the method that sets labels, then given the per-token columns
-methods add. Ground truth, where the prompts have it, only measures how often the chosen and the rejected response
-are right. The same pairs are also written in TRL's conversational form (pairs_conversational.jsonl), ready for
-`trl.DPOTrainer` or another tool."""
+"""Pairs: each prompt's scored samples become preference pairs (pairs.jsonl): the methods' filters drop prompts or
+samples first (`filter_groups`), the method that builds pairs builds them (DPO's best-vs-worst by default), the
+method that sets labels labels them, and the methods add per-token columns. Ground truth, where the prompts have
+it, only measures how often the chosen and the rejected response are right. The same pairs are also written in TRL's
+conversational form (pairs_conversational.jsonl), ready for `trl.DPOTrainer` or another tool."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ def run(ctx: RoundContext, t: int):
 
     gens = read_jsonl(ctx.run.round_dir(t) / "generations.jsonl")
     groups = make_groups(gens, read_jsonl(ctx.run.round_dir(t) / "rewards.jsonl"))
+    filtered: dict = {}
+    for method in ctx.methods:
+        filtered.update(method.filter_groups(ctx, t, groups))
     pairs, info = ctx.methods.pairs.build_pairs(ctx, t, groups)
+    info.update(filtered)
     for method in ctx.methods:
         info.update(method.label_pairs(ctx, t, groups, pairs))
     info.update(pair_stats(groups, pairs))

@@ -1,6 +1,8 @@
 """Reward: every configured internal reward model (`rewards:`) scores every sample with M_{t-1}, in resumable chunks,
 plus the score columns methods add (CREAM's `previous`) (rewards.jsonl). Ground truth, where the prompts have it,
-only measures how well each reward separates right from wrong samples of the same prompt."""
+only measures how well each reward separates right from wrong samples of the same prompt. Every round also logs
+the distribution of the samples' Lastde (`sampled_lastde_*`, from the log-probs generation stored, no forward pass)
+and its drift from the previous round's samples, a diagnostic of degenerate or over-confident text."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from selfalign.artifacts import read_jsonl, run_in_chunks, write_jsonl
 from selfalign.context import RoundContext, chunk_seed
 from selfalign.rewards import RewardContext, build_reward
+from selfalign.rewards.lastde import generations_lastde, lastde_summary
 from selfalign.rewards.verifier import is_correct
 from selfalign.rows import row_of
 
@@ -49,7 +52,11 @@ def run(ctx: RoundContext, t: int):
     path = ctx.run.round_dir(t) / "rewards.jsonl"
     if ctx.main:
         write_jsonl(path, out_rows)
-    return path, reward_stats(gens, out_rows, recipe.rewards.enabled(), recipe.pairs.reward)
+    stats = reward_stats(gens, out_rows, recipe.rewards.enabled(), recipe.pairs.reward)
+    previous = ctx.run.round_dir(t - 1) / "generations.jsonl"
+    stats.update(lastde_summary(generations_lastde(gens), generations_lastde(read_jsonl(previous))
+                                if previous.exists() else None, prefix="sampled_lastde"))
+    return path, stats
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

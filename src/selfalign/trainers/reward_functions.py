@@ -130,7 +130,7 @@ class RegistryRewardFunction:
         # (prompt ids, completion ids) exactly as sampled: prompts tokenized as TRL tokenizes them to generate
         token_ids = [(self.tokenizer(p)["input_ids"], list(c)) for p, c in zip(prompts, completion_ids, strict=True)]
         completions = list(completions)
-        if not self.spec.grouped:
+        if not self.spec.is_grouped(self.cfg):
             return self._score(rows, completions, token_ids)
         # a prompt's completions may be spread over processes: score them all together, keep this process's part
         from accelerate import PartialState
