@@ -398,3 +398,23 @@ def test_sweep_prefers_identity_at_n_1_and_larger_t_for_larger_n():
     res = load_script("infalign_sweep").sweep([1, 2, 8], 0.5, ts=(1, 5, 30), points=4001)
     assert res["identity"][1] > max(res["bon"][t][1] for t in (1, 5, 30))  # calibration alone wins the plain rate
     assert res["best_t"][2] == 5 and res["best_t"][8] == 30
+
+
+def test_the_sandbox_recipe_trains_one_round(tmp_path):
+    """recipes/sandbox/infalign_bon.yaml itself, one round at a small size: the reference set is drawn, GRPO trains
+    on the transformed reward (every rollout's infalign score in [1, e^t]), and both best-of-N evaluators report."""
+    from selfalign import pipeline
+    from selfalign.artifacts import read_jsonl
+    from selfalign.recipe import load_recipe
+
+    recipe = load_recipe("recipes/sandbox/infalign_bon.yaml", [
+        "prompts.train_per_round=16", "prompts.eval_prompts=8", "generation.samples_per_prompt=4",
+        "rewards.infalign.m=4", "train.batch_size=16", "eval.evaluators.bon_verifier.samples=2",
+        "eval.evaluators.bon_verifier.best_of=[1, 2]", "eval.evaluators.bon_likelihood.samples=2",
+        "eval.evaluators.bon_likelihood.best_of=[1, 2]", "tracking.wandb.enabled=false", "tracking.console=false"])
+    summary = pipeline.run(recipe, tmp_path)
+    assert summary["rounds"][1]["reference"]["samples"] == 16 * 4
+    assert summary["rounds"][1]["train"]["steps"] >= 1
+    scores = [r["scores"]["infalign"] for r in read_jsonl(tmp_path / "round_1/rollouts.jsonl")]
+    assert len(scores) == 16 * 4 and all(1.0 - 1e-6 <= s <= math.exp(10.0) * (1 + 1e-6) for s in scores)
+    assert {"bon_verifier/win_rate@2", "bon_likelihood/win_rate@2"} <= set(summary["rounds"][1]["eval"])
