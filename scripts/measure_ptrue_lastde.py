@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from selfalign import models
-from selfalign.config import ModelConfig
 from selfalign.data.prompts import load_prompts, render_prompt
 from selfalign.evaluators.reward_auroc import auroc, pairwise_accuracy
 from selfalign.generation import generate
@@ -58,10 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--output", default=None)
     args = ap.parse_args(argv)
 
-    cfg = ModelConfig(path=args.model)
-    path = models.base_model_path(cfg)
-    tokenizer = models.load_tokenizer(path, cfg)
-    model = models.load_model(path, cfg, models.default_device()).eval()
+    model, tokenizer = models.load_for_eval(args.model)
     sandbox = args.prompts.startswith("sandbox://")
     split = args.split or ("eval" if sandbox else "train")
     rows = load_prompts(args.prompts, split=split, sandbox_split=split, limit=args.num_prompts).rows

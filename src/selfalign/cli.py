@@ -185,12 +185,8 @@ def _check_eval_source(args: argparse.Namespace) -> str | None:
 
 def _load_eval_model(name: str):
     from selfalign import models
-    from selfalign.config import ModelConfig
 
-    cfg = ModelConfig(path=name)
-    path = models.base_model_path(cfg)
-    tokenizer = models.load_tokenizer(path, cfg)
-    return models.load_model(path, cfg, models.default_device()).eval(), tokenizer
+    return models.load_for_eval(name)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -97,6 +97,15 @@ def load_model(path: str, cfg: ModelConfig, device: str | torch.device | None = 
     return model
 
 
+def load_for_eval(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model at `name` (a path, `sandbox` or `smollm2-135m-instruct`) on the default device in eval mode, with
+    its tokenizer: what `selfalign eval` and the measurement scripts score with."""
+    cfg = ModelConfig(path=name)
+    path = base_model_path(cfg)
+    tokenizer = load_tokenizer(path, cfg)
+    return load_model(path, cfg, default_device()).eval(), tokenizer
+
+
 def round_model_dir(run_root: Path, t: int) -> Path:
     return run_root / f"round_{t}" / "model"
 
