@@ -2,6 +2,7 @@
 
     python scripts/compare_methods.py                                  # SRLM, CREAM, SCIR, oracle × seeds 0,1,2
     python scripts/compare_methods.py --methods srlm,cream --seeds 0 --output runs/compare_small
+    python scripts/compare_methods.py --methods srlm,cream,scir --judge-train --output runs/compare_judge
 
 Each method is its shipped recipe `recipes/sandbox/<method>.yaml`, run with `selfalign run`, plus the overrides
 that make the runs comparable and measurable:
@@ -40,10 +41,40 @@ LABELS = {"srlm": "SRLM", "cream": "CREAM", "scir": "SCIR", "oracle": "oracle (v
           "self_consistency": "DPO (self-consistency)", "treg": "T-REG", "cdpo": "cDPO"}
 
 
-def run_one(method: str, seed: int, rounds: int, out: Path, extra: list[str], seed_sft: bool = True) -> dict:
+def judge_train_sets(method: str) -> list[str]:
+    """`--judge-train`: GenCLS++'s judge-training stage after seed SFT (recipes/sandbox/gencls_judge.yaml's
+    `gencls` and `rewards.gencls`), and SRLM's judge read as the label it was trained to write (expected mode)."""
+    import yaml
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "sandbox" / "gencls_judge.yaml").read_text())
+    flow = lambda v: yaml.safe_dump(v, default_flow_style=True, width=10_000).strip()  # noqa: E731
+    sets = [f"gencls={flow(recipe['gencls'])}", f"rewards.gencls={flow(recipe['rewards']['gencls'])}"]
+    return sets + ([f"rewards.judge={MEASURE_JUDGE}"] if method == "srlm" else [])
+
+
+def share_start(source: Path, run_dir: Path) -> None:
+    """Copy a finished run's round-0 start (seed SFT and judge training: their weights and manifest entries) into a
+    new run directory, so that every method of a seed starts from the same trained judge without training it again."""
+    import shutil
+
+    manifest = json.loads((source / "manifest.json").read_text())
+    stages = {k: v for k, v in manifest["stages"].items() if k in ("round_0/seed_sft", "round_0/judge_train")}
+    if run_dir.exists() or len(stages) != 2:
+        return
+    (run_dir / "round_0").mkdir(parents=True)
+    for name in ("model", "judge_model"):
+        shutil.copytree(source / "round_0" / name, run_dir / "round_0" / name)
+    (run_dir / "manifest.json").write_text(json.dumps({"stages": stages}, indent=1))
+
+
+def run_one(method: str, seed: int, rounds: int, out: Path, extra: list[str], seed_sft: bool = True,
+            judge_train: bool = False) -> dict:
     run_dir = out / method / f"seed{seed}"
+    if judge_train and method != "srlm":
+        share_start(out / "srlm" / f"seed{seed}", run_dir)
     sets = [f"seed={seed}", f"rounds={rounds}", f"seed_sft={SEED_SFT if seed_sft else '{enabled: false}'}",
-            "tracking.wandb.enabled=false", "tracking.console=false", *OVERRIDES.get(method, []), *extra]
+            "tracking.wandb.enabled=false", "tracking.console=false", *OVERRIDES.get(method, []),
+            *(judge_train_sets(method) if judge_train else []), *extra]
     cmd = [sys.executable, "-m", "selfalign", "run", str(ROOT / "recipes" / "sandbox" / f"{method}.yaml"),
            "--output-dir", str(run_dir)] + [a for s in sets for a in ("--set", s)]
     start = time.time()
@@ -152,14 +183,20 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for all")
     parser.add_argument("--no-seed-sft", dest="seed_sft", action="store_false",
                         help="start every method from the sandbox model itself (methods that need M_0 ≠ M_1 fail)")
+    parser.add_argument("--judge-train", action="store_true",
+                        help="after seed SFT, train the judge (GenCLS++, recipes/sandbox/gencls_judge.yaml) once per "
+                             "seed in the SRLM run, and start every method from it")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
+    if args.judge_train and methods[0] != "srlm":
+        sys.exit("--judge-train: srlm must be the first method (its run trains the shared start)")
     unknown = [m for m in methods if not (ROOT / "recipes" / "sandbox" / f"{m}.yaml").exists()]
     if unknown:
         sys.exit(f"--methods: no recipe recipes/sandbox/<name>.yaml for {', '.join(unknown)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.output)
-    results = {m: [per_round(run_one(m, s, args.rounds, out, args.set, args.seed_sft)) for s in seeds] for m in methods}
+    results = {m: [per_round(run_one(m, s, args.rounds, out, args.set, args.seed_sft, args.judge_train))
+                   for s in seeds] for m in methods}
     agg = aggregate(results, args.rounds)
     command = "python scripts/compare_methods.py " + " ".join(sys.argv[1:])
     (out / "results.json").write_text(json.dumps({"seeds": seeds, "rounds": args.rounds, "runs": results,

@@ -342,7 +342,7 @@ def test_valid_grpo_recipe():
 @pytest.mark.parametrize(("raw", "expected"), [
     (grpo([{"source": "selfcertainty"}]),
      "train.grpo_rewards[0].source: 'selfcertainty' is neither a registered reward (judge, likelihood, implicit, "
-     "majority, verifier, self_certainty, ptrue, repetition, length, lastde, infalign) nor an import path "
+     "majority, verifier, self_certainty, ptrue, repetition, length, lastde, infalign, gencls) nor an import path "
      "'package.module:function'; "
      "did you mean 'self_certainty'?"),
     (grpo([{"source": "no_such_pkg.mod:fn"}]),

@@ -38,6 +38,10 @@ def names(raw: dict) -> list[str]:
     ({"rewards": {"infalign": {}}, "pairs": {"reward": "infalign"}}, ["dpo", "infalign"], "dpo", None),
     ({"train": {"algorithm": "grpo", "grpo_rewards": [{"source": "infalign"}], "batch_size": 8}},
      ["grpo", "infalign"], None, None),
+    ({"pik": {}}, ["dpo", "pik"], "dpo", None),
+    ({"rewards": {"gencls": {}}, "pairs": {"reward": "gencls"}, "gencls": {}}, ["dpo", "gencls"], "dpo", None),
+    ({"train": {"algorithm": "grpo", "grpo_rewards": [{"source": "gencls"}], "batch_size": 8}, "gencls": {},
+      "pik": {}}, ["grpo", "pik", "gencls"], None, None),  # judge training comes before any algorithm
 ])
 def test_resolve(raw, active, builder, trainer):
     methods = resolve(recipe_from_dict(raw))

@@ -107,6 +107,10 @@ def load_for_eval(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 
 
 def round_model_dir(run_root: Path, t: int) -> Path:
+    """M_t's full weights; round 0: the judge-trained model (`methods/gencls.py`) when the run has one, else the
+    seed-SFT model."""
+    if t == 0 and (run_root / "round_0" / "judge_model").exists():
+        return run_root / "round_0" / "judge_model"
     return run_root / f"round_{t}" / "model"
 
 

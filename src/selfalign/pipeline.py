@@ -1,4 +1,5 @@
-"""The round loop: seed SFT (optional) → round 0 eval → rounds of generate → reward → pairs → train → eval.
+"""The round loop: seed SFT and the methods' seed stages (optional) → round 0 eval → rounds of generate → reward →
+pairs → train → eval.
 
     selfalign run recipes/quickstart.yaml
 
@@ -41,6 +42,8 @@ def run(recipe, output_dir: str | Path) -> dict:
     try:
         if recipe.seed_sft.enabled:
             stage(ctx, 0, "seed_sft")
+        for name in ctx.methods.seed_stages:  # e.g. GenCLS++'s judge training
+            stage(ctx, 0, name)
         stage(ctx, 0, "eval")
         report.run(ctx, 0)
         for t in range(1, recipe.rounds + 1):

@@ -163,10 +163,14 @@ def trainer_args() -> dict:
 
 def trainer_label(output_dir: str | os.PathLike) -> str:
     """`round 1 train` for a trainer writing under round_1/trainer, `round 1 train (cdpo/.trainer_positive)` for one
-    under round_1/cdpo/.trainer_positive, `round 0 seed SFT` for round_0's."""
+    under round_1/cdpo/.trainer_positive, `round 0 seed SFT` for round_0's, `round 0 judge_train (sft)` for one under
+    round_0/.parts/judge_train/sft."""
     t, rest = trainer_round(output_dir)
     if t is None:
         return "train"
+    if rest.startswith(".parts/"):  # a method's own stage training under round_t/.parts/<stage>/<phase>
+        stage, _, phase = rest[len(".parts/"):].partition("/")
+        return f"round {t} {stage}" + (f" ({phase})" if phase else "")
     name = "seed SFT" if t == 0 else "train"
     return f"round {t} {name}" + (f" ({rest})" if rest not in ("", "trainer") else "")
 

@@ -1,8 +1,10 @@
-"""Seed SFT examples: instruction-following data and judge-training data, as `{prompt, completion}` rows.
+"""Seed data: instruction-following and judge-training examples as `{prompt, completion}` rows (seed SFT), and
+labelled judgments as `{prompt, response, label}` rows (the judge-training stage, `methods/gencls.py`).
 
 Sources: `sandbox://arith` (correct worked solutions), `sandbox://arith-judge` (the sandbox judge
-prompt on correct and planted-error solutions, with the target written judgment), or a JSONL file /
-HF dataset with `prompt` and `completion` columns (or chat `messages` ending in an assistant turn).
+prompt on correct and planted-error solutions, with the target written judgment; as labelled judgments, the
+response and its rubric score), or a JSONL file / HF dataset with `prompt` and `completion` columns (or chat
+`messages` ending in an assistant turn), or `prompt`, `response` and `label` columns for labelled judgments.
 """
 
 from __future__ import annotations
@@ -30,7 +32,22 @@ def _sandbox_examples(uri: str, n: int, seed: int) -> list[dict]:
     return out
 
 
-def _file_examples(source: str, n: int) -> list[dict]:
+def _sandbox_judge_rows(uri: str, n: int, seed: int) -> list[dict]:
+    """`sandbox://arith-judge` as labelled judgments: the same responses (correct or one planted error, half each),
+    labelled with the score of their target judgment."""
+    name, _ = parse_sandbox_uri(uri)
+    if name != "arith-judge":
+        raise ConfigError(f"{uri}: labelled judgments come from sandbox://arith-judge, not sandbox://{name}")
+    out = []
+    for e in _sandbox_examples(uri, n, seed):
+        prompt, response = e["prompt"][: -len("|J:")].split("|S:", 1)
+        out.append({"prompt": prompt + "|S:", "response": response,
+                    "label": str(sandbox.score_from_judgment(e["completion"]))})
+    return out
+
+
+def _raw_rows(source: str) -> list[tuple[str, object]]:
+    """(where, row) of every row of a JSONL file or HF dataset; ConfigError naming the file and row."""
     path = Path(source)
     if path.suffix == ".jsonl":
         if not path.is_file():
@@ -61,8 +78,12 @@ def _file_examples(source: str, n: int) -> list[dict]:
         if isinstance(ds, datasets.DatasetDict):
             ds = ds["train"]
         raw = [(f"{source}: row {i}", r) for i, r in enumerate(ds)]
+    return raw
+
+
+def _file_examples(source: str, n: int) -> list[dict]:
     out = []
-    for where, r in raw[:n]:
+    for where, r in _raw_rows(source)[:n]:
         if not isinstance(r, dict):
             raise ConfigError(f"{where}: expected a JSON object, got {type(r).__name__}")
         messages = r.get("messages")
@@ -75,6 +96,19 @@ def _file_examples(source: str, n: int) -> list[dict]:
         else:
             raise ConfigError(f"{where}: a seed SFT row needs string 'prompt' and 'completion' "
                               "(or 'messages' ending with an assistant turn)")
+    return out
+
+
+def load_judge_labels(source: str, n: int, seed: int, where: str = "gencls.data") -> list[dict]:
+    """Up to n labelled judgments `{prompt, response, label}` (label a string) from `source`."""
+    if source.startswith("sandbox://"):
+        return _sandbox_judge_rows(source, n, seed)
+    out = []
+    for row_where, r in _raw_rows(source)[:n]:
+        if not isinstance(r, dict) or not all(isinstance(r.get(k), str | int) and not isinstance(r.get(k), bool)
+                                              for k in ("prompt", "response", "label")):
+            raise ConfigError(f"{row_where}: a labelled judgment needs 'prompt', 'response' and 'label' ({where})")
+        out.append({"prompt": str(r["prompt"]), "response": str(r["response"]), "label": str(r["label"])})
     return out
 
 

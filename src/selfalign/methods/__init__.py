@@ -18,6 +18,7 @@ from selfalign.methods.base import Method
 from selfalign.methods.cdpo import CDPO
 from selfalign.methods.cream import CREAM
 from selfalign.methods.dpo import DPO, import_class
+from selfalign.methods.gencls import GenCLS
 from selfalign.methods.grpo import GRPO
 from selfalign.methods.infalign import InfAlign
 from selfalign.methods.lastde_filter import LastdeFilter
@@ -31,7 +32,7 @@ __all__ = ["METHODS", "Method", "Methods", "resolve"]
 
 #: every method, in the order the stages call their hooks
 METHODS: tuple[type[Method], ...] = (DPO, GRPO, MetaRewarding, OSP, CREAM, SCIR, CDPO, TREG, PIK, LastdeFilter,
-                                     InfAlign)
+                                     InfAlign, GenCLS)
 
 
 @dataclass
@@ -52,9 +53,14 @@ class Methods:
         """A round's stages: the methods' own (`before_stages`), then the algorithm's."""
         return (*[s for m in self.active for s in m.before_stages], *self.algorithm.stages)
 
+    @property
+    def seed_stages(self) -> tuple[str, ...]:
+        """The methods' stages run once before round 0's evaluation, after seed SFT (`seed_stages`)."""
+        return tuple(s for m in self.active for s in m.seed_stages)
+
     def stage(self, name: str) -> Callable:
         """`run(ctx, t)` of the method stage `name`."""
-        (owner,) = [m for m in self.active if name in m.before_stages]
+        (owner,) = [m for m in self.active if name in (*m.before_stages, *m.seed_stages)]
         return lambda ctx, t: owner.run_stage(ctx, t, name)
 
     def reward_inputs(self, ctx, t: int) -> dict:

@@ -30,6 +30,7 @@ class Method:
     algorithm: ClassVar[str | None] = "dpo"  # the train.algorithm it works with (None: any)
     stages: ClassVar[tuple[str, ...]] = ()  # an algorithm's round stages
     before_stages: ClassVar[tuple[str, ...]] = ()  # its own stages, run first in every round (`run_stage`)
+    seed_stages: ClassVar[tuple[str, ...]] = ()  # its own stages, run once in round 0 after seed SFT (`run_stage`)
     uses_pairs_reward: ClassVar[bool] = True  # a pair builder that ranks samples by pairs.reward
     pairs_what: ClassVar[str] = "pairs"  # what a pair builder builds, for errors
     label_what: ClassVar[str] = ""  # what a label setter is called in the recipe, for errors
@@ -66,7 +67,8 @@ class Method:
     # ----------------------------------------------------------------------------- hooks of the stages
 
     def run_stage(self, ctx: RoundContext, t: int, name: str):
-        """One of its `before_stages` in round t; returns (artifact path or None, statistics)."""
+        """One of its `before_stages` in round t (or `seed_stages`, t = 0); returns (artifact path or None,
+        statistics)."""
         raise NotImplementedError(f"{self.name} has no stage {name!r}")
 
     def reward_inputs(self, ctx: RoundContext, t: int) -> dict[str, Any]:

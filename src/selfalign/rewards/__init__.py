@@ -12,6 +12,7 @@ from typing import Any
 
 from selfalign.config import ConfigError, build, did_you_mean
 from selfalign.rewards import (
+    gencls,
     implicit,
     infalign,
     judge,
@@ -39,6 +40,7 @@ REWARDS: dict[str, RewardSpec] = {spec.name: spec for spec in (
     repetition.LENGTH,
     lastde.SPEC,
     infalign.SPEC,
+    gencls.SPEC,
 )}
 
 
