@@ -4,6 +4,8 @@ the judge-training stage in a real run (SFT warm-up, GRPO, round 0's model repla
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -204,3 +206,16 @@ def test_judge_training_checks_name_the_key(tiny_model):
         recipe_from_dict(_recipe(tiny_model, **{"gencls.rl_batch_size": 6}))
     with pytest.raises(ConfigError, match=r"arith-judge: label '\d' is not one of rewards.gencls.labels"):
         recipe_from_dict(_recipe(tiny_model, **{"gencls.responses": "data", "rewards.gencls.labels": ["1", "2"]}))
+
+
+def test_example_mean_nll_weighs_every_example_the_same():
+    from selfalign.trainers.losses import example_mean_nll
+
+    logits = torch.zeros(2, 4, 3)  # uniform: every labelled token costs ln 3 ...
+    logits[0, 0, 1] = math.log(2.0)  # ... but example 0's first target (token 1) has p = 2/4 = 1/2
+    labels = torch.tensor([[-100, 1, 2, -100], [-100, -100, -100, 0]])  # example 0: 2 tokens, example 1: 1 token
+    want_0 = (math.log(2.0) + math.log(3.0)) / 2
+    want = (want_0 + math.log(3.0)) / 2  # the mean of the two examples' means, not of the three tokens
+    assert float(example_mean_nll(logits, labels)) == pytest.approx(want, abs=1e-6)
+    none = torch.full((1, 4), -100)
+    assert float(example_mean_nll(logits[:1], none)) == 0.0  # no labelled token: a finite zero

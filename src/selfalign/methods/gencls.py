@@ -12,7 +12,9 @@ The stage, once, after seed SFT and before round 0's evaluation (round_0/judge_m
    prompts, labelled with the sandbox rubric's score (sandbox data only: the seed annotator, never used in rounds);
    the last `eval_examples` prompts' rows are held out;
 2. SFT warm-up (TRL's `SFTTrainer`): the classifier prompt → its label, loss on the label only, mixed with
-   `policy_data` instruction examples so the policy keeps its skill;
+   `policy_data` instruction examples so the policy keeps its skill; with `sft_loss: example` (default) every
+   example weighs the same in the loss, with `token` TRL's mean over tokens (where a one-token label next to
+   solutions of ~25 tokens barely counts: on the sandbox the judge then stays at 0.55);
 3. GRPO (TRL's `GRPOTrainer`) with the rule reward `label_reward` (1 for the right label, `uncertain_reward` for
    "uncertain", else 0), the label written directly (completions of the labels' length, no reasoning step);
 4. before, after SFT and after GRPO, on the held-out rows: accuracy (argmax of the labels' likelihoods, GenCLS++'s
@@ -62,6 +64,7 @@ class JudgeTrainConfig:
     sft_epochs: float = opt(2.0, lo=0.0)  # 0: no SFT warm-up
     sft_learning_rate: float = opt(3e-4, lo=0.0, lo_open=True)
     sft_batch_size: int = opt(64, lo=1)
+    sft_loss: str = "example"  # "example": every example weighs the same (a label as much as a solution); "token"
     rl_epochs: float = opt(1.0, lo=0.0)  # 0: no RL
     rl_learning_rate: float = opt(1e-5, lo=0.0, lo_open=True)
     rl_batch_size: int = opt(64, lo=1)  # completions per step (prompts × num_generations)
@@ -90,6 +93,8 @@ class GenCLS(Method):
         if cfg.responses == "own" and not cfg.data.startswith("sandbox://"):
             raise ConfigError("gencls.responses: own labels the model's samples with the sandbox rubric; it needs "
                               "sandbox data (give labelled judgments of your model's responses as a file instead)")
+        if cfg.sft_loss not in ("example", "token"):
+            raise ConfigError(f"gencls.sft_loss: {cfg.sft_loss!r}; expected example or token")
         if cfg.rl_batch_size % cfg.rl_num_generations:
             raise ConfigError(f"gencls.rl_batch_size: {cfg.rl_batch_size} is not a multiple of "
                               f"rl_num_generations {cfg.rl_num_generations}")
@@ -151,7 +156,7 @@ class GenCLS(Method):
                                     batch_size=cfg.sft_batch_size)
                 trainer = train_sft(model, tokenizer, rows, sft, parts / "sft", seed,
                                     checkpoint_steps=self.recipe.train.checkpoint_steps,
-                                    lr_key="gencls.sft_learning_rate")
+                                    lr_key="gencls.sft_learning_rate", per_example=cfg.sft_loss == "example")
                 write_dir(sft_dir, lambda tmp: (trainer.save_model(str(tmp)), tokenizer.save_pretrained(str(tmp))))
                 del trainer
             model = models.load_model(str(sft_dir), self.recipe.model, store.device)

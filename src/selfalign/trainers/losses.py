@@ -201,3 +201,16 @@ def treg_loss(margin: torch.Tensor, chosen_regularizer: torch.Tensor, rejected_r
     logits = beta * margin
     weight = torch.sigmoid(-logits).detach()
     return -F.logsigmoid(logits) + alpha * weight * (chosen_regularizer + rejected_regularizer)
+
+
+def example_mean_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """SFT loss where every example weighs the same: each example's mean negative log-likelihood over its labelled
+    tokens (labels shifted by one, as a causal LM predicts them), then the mean over the examples that have any.
+    TRL's SFT loss is the mean over all labelled tokens of the batch instead, so a one-token label next to a
+    30-token solution weighs 1/31 of the batch. Shapes: logits (batch, length, vocab), labels (batch, length)."""
+    targets = labels[:, 1:]
+    mask = targets != ignore_index
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+    per_example = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+    has = mask.any(1)
+    return per_example[has].mean() if bool(has.any()) else logits.sum() * 0.0

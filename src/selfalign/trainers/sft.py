@@ -9,11 +9,29 @@ from selfalign import distributed, progress
 from selfalign.config import SeedSFTConfig
 
 
+def example_mean_trainer():
+    """`trl.SFTTrainer` whose loss weighs every example the same (`losses.example_mean_nll`): the judge-training
+    stage mixes one-token labels with whole solutions."""
+    from trl import SFTTrainer
+
+    from selfalign.trainers.losses import example_mean_nll
+
+    class ExampleMeanSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            keys = ("input_ids", "attention_mask", "position_ids")
+            outputs = model(**{k: inputs[k] for k in keys if k in inputs}, use_cache=False)
+            loss = example_mean_nll(outputs.logits, inputs["labels"])
+            return (loss, outputs) if return_outputs else loss
+
+    return ExampleMeanSFTTrainer
+
+
 def train_sft(model, tokenizer, examples: list[dict], cfg: SeedSFTConfig, output_dir: Path, seed: int,
-              checkpoint_steps: int | None = None, lr_key: str = "seed_sft.learning_rate"):
+              checkpoint_steps: int | None = None, lr_key: str = "seed_sft.learning_rate", per_example: bool = False):
     """`examples`: rows with `prompt` and `completion` (plain text). Checkpoints every `checkpoint_steps` steps in
     `output_dir` and resumes from the newest one (`selfalign.trainers.checkpoints`; None: no checkpoints); a
-    non-finite loss stops it naming `lr_key`. Returns the trainer."""
+    non-finite loss stops it naming `lr_key`. `per_example`: every example weighs the same in the loss (else TRL's
+    mean over tokens). Returns the trainer."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -27,7 +45,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SeedSFTConfig, output
         **distributed.precision_args(),
     )
     rows = [{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer_class = example_mean_trainer() if per_example else SFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     attach(trainer, lr_key)  # TRL's bar or plain lines, the run's step log, the stop on a non-finite loss
     checkpoints.train(trainer, rows)
     return trainer
