@@ -219,3 +219,25 @@ def test_example_mean_nll_weighs_every_example_the_same():
     assert float(example_mean_nll(logits, labels)) == pytest.approx(want, abs=1e-6)
     none = torch.full((1, 4), -100)
     assert float(example_mean_nll(logits[:1], none)) == 0.0  # no labelled token: a finite zero
+
+
+def test_the_sandbox_recipe_trains_its_judge_and_one_round(tmp_path):
+    """recipes/sandbox/gencls_judge.yaml itself at a small size: seed SFT, the judge-training stage (SFT warm-up and
+    GRPO, measured before and after on held-out labelled samples), then one SRLM round ranked by the trained judge."""
+    from selfalign import pipeline
+    from selfalign.artifacts import read_json
+    from selfalign.recipe import load_recipe
+
+    recipe = load_recipe("recipes/sandbox/gencls_judge.yaml", [
+        "rounds=1", "prompts.train_per_round=16", "prompts.eval_prompts=16", "seed_sft.max_examples=64",
+        "gencls.max_examples=32", "gencls.eval_examples=8", "gencls.policy_examples=32", "gencls.sft_epochs=1",
+        "gencls.rl_max_examples=16", "gencls.rl_batch_size=16", "tracking.wandb.enabled=false",
+        "tracking.console=false"])
+    summary = pipeline.run(recipe, tmp_path)
+    stages = read_json(tmp_path / "manifest.json")["stages"]
+    judge = stages["round_0/judge_train"]
+    assert judge["examples"] == 32 * 4 and judge["held_out"] == 8 * 4
+    assert all(judge[k]["top_pairwise"] is not None for k in ("before", "after_sft", "after_rl"))
+    assert list(stages)[:3] == ["round_0/seed_sft", "round_0/judge_train", "round_0/eval"]
+    assert summary["rounds"][1]["train"]["steps"] >= 1
+    assert "gencls_pairwise_accuracy" in summary["rounds"][1]["rewards"]
