@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_recipe
 
 from selfalign import pipeline
-from selfalign.artifacts import read_jsonl
+from selfalign.artifacts import RunDir, read_jsonl
 from selfalign.config import ConfigError
 from selfalign.methods.grpo import group_filter_stats
 from selfalign.methods.lastde_filter import lastde_drop
@@ -210,3 +210,72 @@ def test_last_prompt_hidden_ignores_padding(tiny_model):
         with torch.no_grad():
             alone = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1]
         assert together[k].tolist() == pytest.approx(alone.tolist(), abs=1e-5)
+
+
+def test_screen_auroc_expands_each_prompt_into_its_samples():
+    from selfalign.methods.pik import screen_auroc
+
+    p_ik = {"a": 0.9, "b": 0.5, "c": 0.1, "d": None}
+    observed = {"a": (0.75, 4), "b": (0.5, 4), "c": (0.0, 4), "d": (1.0, 4)}  # d: no P(IK), left out
+    # right samples: 3 of a (0.9), 2 of b (0.5); wrong: 1 of a, 2 of b, 4 of c (0.1).
+    # pairs right > wrong: a-right vs b-wrong 3·2, vs c 3·4, vs a-wrong 3·1 tie; b-right vs c 2·4, vs b-wrong 2·2 tie,
+    # vs a-wrong 2·1 lose → (6 + 12 + 1.5 + 8 + 2 + 0) / (5 · 7)
+    a, mixed = screen_auroc(p_ik, observed)
+    assert a == pytest.approx((6 + 12 + 1.5 + 8 + 2) / 35)
+    assert mixed == pytest.approx(1.0)  # a and b are mixed, c is not, and c has the lowest P(IK)
+
+
+def test_the_probe_screens_later_rounds_before_sampling(tmp_path):
+    """Three DPO rounds on the sandbox with the probe: round 1 is not screened (nothing to fit on); rounds 2 and 3
+    fit it on the earlier rounds' p̂, sample only the prompts whose P(IK) is in the screen, and score it."""
+    raw = tiny_recipe("sandbox", **{"pik": {"grading": "verifier", "probe": True, "probe_min_prompts": 8,
+                                            "screen": "[0.3, 1]"},
+                                    "rounds": 3, "prompts.train_per_round": 12, "generation.chunk_prompts": 4,
+                                    "train.dpo": {"max_steps": 1}, "generation.max_new_tokens": 30,
+                                    "eval.greedy": False, "eval.sampled": False,
+                                    "eval.evaluators": [], "tracking.wandb.enabled": False})
+    summary = pipeline.run(recipe_from_dict(raw), tmp_path)
+    first = read_jsonl(Path(tmp_path) / "round_1/pik_screen.jsonl")
+    assert len(first) == 12 and all(r["p_ik"] is None and r["keep"] for r in first)
+    assert summary["rounds"][1]["pik_screen"]["pik_probe_fitted"] is False
+    dropped, sampled = 0, 12  # prompts with p̂ so far: the probe's training set
+    for t in (2, 3):
+        screen = read_jsonl(Path(tmp_path) / f"round_{t}/pik_screen.jsonl")
+        assert len(screen) == 12 and all(0 < r["p_ik"] < 1 for r in screen)
+        kept = {r["prompt_id"] for r in screen if r["keep"]}
+        assert kept == {r["prompt_id"] for r in screen if 0.3 <= r["p_ik"] <= 1}
+        gens = read_jsonl(Path(tmp_path) / f"round_{t}/generations.jsonl")
+        assert {str(g["prompt_id"]) for g in gens} == kept and len(gens) == 4 * len(kept)
+        info = summary["rounds"][t]["pik_screen"]
+        assert info["pik_probe_fitted"] and info["pik_probe_train_prompts"] == sampled  # only sampled prompts have p̂
+        sampled += len(kept)
+        assert info["pik_screen_dropped"] == 12 - len(kept)
+        dropped += 12 - len(kept)
+        assert "pik_probe_auroc" in summary["rounds"][t]["pairs"]
+    assert dropped > 0  # the screen did screen something
+
+
+def test_a_grpo_round_trains_on_the_screened_prompts_only(tiny_model, tmp_path):
+    """Two GRPO rounds on the tiny model (every answer wrong, p̂ = 0): round 2's probe, fitted on round 1's p̂ (read
+    from the rollouts), predicts a low P(IK); with screen [0, 0.5] GRPO samples round 2's prompts, with (0.5, 1] it
+    screens them all out and the round does not train (one warning), the model carried over."""
+    from selfalign.methods.pik import observed_p_hats
+
+    for screen, trains in (("[0, 0.5]", True), ("(0.5, 1]", False)):
+        out = tmp_path / ("low" if trains else "high")
+        raw = tiny_recipe(tiny_model, **{
+            "pik": {"keep": "[0, 1]", "grading": "verifier", "probe": True, "probe_min_prompts": 2, "screen": screen},
+            "rounds": 2, "train": {"algorithm": "grpo", "learning_rate": 1e-2, "batch_size": 8,
+                                   "grpo_rewards": [{"source": "self_certainty"}],
+                                   "grpo": {"max_steps": 1, "gradient_checkpointing": False}},
+            "generation.max_new_tokens": 8, "eval.greedy": False, "eval.sampled": False, "eval.evaluators": [],
+            "tracking.wandb.enabled": False})
+        summary = pipeline.run(recipe_from_dict(raw), out)
+        assert set(observed_p_hats(RunDir(out), 1).values()) == {(0.0, 4)}
+        screen2 = read_jsonl(out / "round_2/pik_screen.jsonl")
+        assert all(r["p_ik"] < 0.5 for r in screen2) and all(r["keep"] == trains for r in screen2)
+        if trains:
+            rollouts = read_jsonl(out / "round_2/rollouts.jsonl")
+            assert rollouts and {r["prompt_id"] for r in rollouts} <= {r["prompt_id"] for r in screen2}
+        else:
+            assert summary["rounds"][2]["train"]["skipped"] and not (out / "round_2/rollouts.jsonl").exists()

@@ -63,6 +63,15 @@ class Methods:
         (owner,) = [m for m in self.active if name in (*m.before_stages, *m.seed_stages)]
         return lambda ctx, t: owner.run_stage(ctx, t, name)
 
+    def train_prompts(self, ctx, t: int) -> list[dict]:
+        """Round t's training prompts, after every method's `screen_prompts` (the P(IK) probe's screen)."""
+        from selfalign.data.prompts import train_rows
+
+        rows = train_rows(ctx.recipe.prompts, t, ctx.store.tokenizer)
+        for m in self.active:
+            rows = m.screen_prompts(ctx, t, rows)
+        return rows
+
     def reward_inputs(self, ctx, t: int) -> dict:
         """What the methods hand round t's rewards (`RewardContext.inputs`)."""
         return {k: v for m in self.active for k, v in m.reward_inputs(ctx, t).items()}

@@ -71,6 +71,10 @@ class Method:
         statistics)."""
         raise NotImplementedError(f"{self.name} has no stage {name!r}")
 
+    def screen_prompts(self, ctx: RoundContext, t: int, rows: list[PromptRow]) -> list[PromptRow]:
+        """Generate stage and online training, before any sample is drawn: the round's prompts it keeps."""
+        return rows
+
     def reward_inputs(self, ctx: RoundContext, t: int) -> dict[str, Any]:
         """Reward stage and GRPO's reward functions: what it hands round t's rewards (`RewardContext.inputs`)."""
         return {}

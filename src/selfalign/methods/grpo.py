@@ -16,12 +16,13 @@ long and how repetitive they were.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 
+from selfalign import distributed
 from selfalign.artifacts import read_jsonl, write_jsonl
 from selfalign.config import ConfigError, did_you_mean
-from selfalign.data.prompts import train_rows
 from selfalign.methods.base import Method
 from selfalign.rewards.lastde import lastde_summary
 from selfalign.rewards.repetition import completion_stats
@@ -36,6 +37,8 @@ _GRPO_MANAGED = {
     "lr_scheduler_type": "train.lr_scheduler_type", "warmup_steps": "train.warmup_steps", "seed": "seed",
     "output_dir": "the run directory",
 }
+
+log = logging.getLogger(__name__)
 
 
 class GRPO(Method):
@@ -117,7 +120,13 @@ class GRPO(Method):
         sampled completion with its rewards."""
         from selfalign.trainers.grpo import train_grpo
 
-        rows = train_rows(self.recipe.prompts, t, ctx.store.tokenizer)
+        rows = ctx.methods.train_prompts(ctx, t)
+        per_batch = (self.recipe.train.batch_size * self.recipe.train.gradient_accumulation_steps
+                     * distributed.world_size())
+        if len(rows) * self.recipe.generation.samples_per_prompt < per_batch:  # screened below one generation batch
+            log.warning("round %d: %d prompts after screening cannot fill one GRPO generation batch of %d completions; "
+                        "the round does not train", t, len(rows), per_batch)
+            return None, {"skipped": True, "prompts": len(rows)}
         filters = [f for m in ctx.methods if (f := m.group_filter(ctx, t)) is not None]
         policy = ctx.store.load(t - 1)
         trainer = train_grpo(policy, ctx.store.tokenizer, rows, self.recipe, ctx.run.trainer_dir(t),

@@ -24,7 +24,6 @@ import torch
 from selfalign.artifacts import read_jsonl, run_in_chunks, write_jsonl
 from selfalign.config import ConfigError, build
 from selfalign.context import chunk_seed
-from selfalign.data.prompts import train_rows
 from selfalign.methods.base import Method
 from selfalign.rewards import RewardContext, build_reward, reward_spec
 from selfalign.rewards.infalign import Calibration, InfAlignConfig
@@ -103,7 +102,7 @@ class InfAlign(Method):
         """`reference`: m samples per training prompt of round t from π_ref, then their base reward
         (round_t/reference.jsonl: prompt_id, sample, response, finish_reason, score), both in resumable chunks."""
         cfg, g, seed = self.options(), self.recipe.generation, self.recipe.seed
-        rows = train_rows(self.recipe.prompts, t, ctx.store.tokenizer)
+        rows = ctx.methods.train_prompts(ctx, t)
         source = self._source(t)
 
         def sample(ci: int, chunk: list[dict]) -> list[dict]:

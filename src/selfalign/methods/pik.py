@@ -15,8 +15,15 @@ and why (all right, all wrong, or another p̂ outside the range).
   unscorable completion), so it adds no policy-gradient term; it still counts in the loss's normalisation, and
   with train.grpo.beta > 0 its KL term remains. Its p̂ and whether it was kept are in rollouts.jsonl.
 
-The P(IK) probe (`fit_probe`, `scripts/pik_probe.py`): logistic regression of p̂ on the reference model's last
-prompt-token hidden state, fitted on prompts already sampled, to predict p̂ of new prompts before sampling them.
+The P(IK) probe (`probe: true`; `fit_probe`, also `scripts/pik_probe.py`): logistic regression of p̂ on the
+reference model's last prompt-token hidden state, fitted on the p̂ of the earlier rounds' prompts, predicts P(IK) of
+round t's prompts before any sample is drawn (its `pik_screen` stage, first in every round: round_t/pik_screen.jsonl,
+prompt_id and p_ik). The prompts whose P(IK) lies outside `screen` are not sampled at all (generate stage, GRPO and
+InfAlign's reference set). The reference model is the round's sampling model M_{t-1}, whose features are refitted
+every round. A round with fewer than `probe_min_prompts` earlier prompts screens nothing (round 1 always). The probe
+is scored where the round's p̂ are known: `pik_probe_auroc`, its P(IK) against each sample being right (Kadavath et
+al.'s measure, the p̂·K right and (1 − p̂)·K wrong samples of each prompt), and `pik_probe_auroc_mixed`, against the
+group being mixed (0 < p̂ < 1); for a DPO round in its pairs stage, for a GRPO round in the next round's screen.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from selfalign.artifacts import write_jsonl
-from selfalign.config import ConfigError
+from selfalign.artifacts import read_jsonl, write_jsonl
+from selfalign.config import ConfigError, opt
 from selfalign.methods.base import Method
 from selfalign.rewards.majority import majority_match
 from selfalign.rewards.verifier import extract_answer, is_correct
@@ -132,6 +139,11 @@ def filter_stats(records: list[dict], keep: Interval, prefix: str = "pik") -> di
 class PIKConfig:
     grading: Literal["auto", "verifier", "majority"] = "auto"  # how a sample is judged right
     keep: str = "(0, 1)"  # the p̂ range of the prompts trained on, in interval notation
+    probe: bool = False  # screen each round's prompts before sampling by the P(IK) probe
+    screen: str = "[0.05, 0.95]"  # the probe's P(IK) range of the prompts sampled, in interval notation
+    probe_min_prompts: int = opt(64, lo=2)  # earlier prompts with p̂ needed to fit the probe
+    probe_l2: float = opt(1e-2, lo=0.0)
+    batch_size: int = opt(32, lo=1)  # prompts per forward pass of the features
 
 
 class PIK(Method):
@@ -145,8 +157,65 @@ class PIK(Method):
     def keep(self) -> Interval:
         return parse_interval(self.cfg.keep, "pik.keep")
 
+    def __init__(self, recipe):
+        super().__init__(recipe)
+        self.before_stages = ("pik_screen",) if self.cfg.probe else ()
+
     def check(self) -> None:
         self.keep  # noqa: B018 (parsed for its ConfigError)
+        parse_interval(self.cfg.screen, "pik.screen")
+
+    # ----------------------------------------------------------------------------- the probe's screen
+
+    def run_stage(self, ctx, t, name):
+        """`pik_screen`: fit the probe on the earlier rounds' p̂ (features from M_{t-1}), predict round t's prompts,
+        write round_t/pik_screen.jsonl; scores the previous round's screen when that round was GRPO."""
+        from selfalign.data.prompts import train_rows
+
+        cfg, tok = self.cfg, ctx.store.tokenizer
+        rows = train_rows(self.recipe.prompts, t, tok)
+        texts, targets = {}, {}
+        for s in range(1, t):
+            observed = observed_p_hats(ctx.run, s)
+            for r in train_rows(self.recipe.prompts, s, tok):
+                if str(r["id"]) in observed:
+                    texts[str(r["id"])], targets[str(r["id"])] = r["prompt_text"], observed[str(r["id"])][0]
+        stats = {"pik_probe_train_prompts": len(targets), "pik_screen": cfg.screen}
+        if t > 1 and not (ctx.run.round_dir(t - 1) / "p_hat.jsonl").exists():  # a GRPO round: score its screen here
+            stats.update({k.replace("pik_probe", "pik_probe_previous"): v
+                          for k, v in probe_scores(ctx.run, t - 1).items()})
+        if len(targets) < cfg.probe_min_prompts:
+            records = [{"prompt_id": str(r["id"]), "p_ik": None, "keep": True} for r in rows]
+            stats["pik_probe_fitted"] = False
+        else:
+            model = ctx.store.model(t - 1)
+            ids = list(targets)
+            train_x = last_prompt_hidden(model, tok, [texts[i] for i in ids], cfg.batch_size)
+            w, b, mean, std = fit_probe(train_x, torch.tensor([targets[i] for i in ids]), cfg.probe_l2)
+            p_ik = probe_predict(last_prompt_hidden(model, tok, [r["prompt_text"] for r in rows], cfg.batch_size),
+                                 w, b, mean, std).tolist()
+            screen = parse_interval(cfg.screen, "pik.screen")
+            records = [{"prompt_id": str(r["id"]), "p_ik": p, "keep": p in screen} for r, p in zip(rows, p_ik,
+                                                                                                  strict=True)]
+            stats.update({"pik_probe_fitted": True, "pik_p_ik_mean": statistics.fmean(p_ik)})
+        stats.update({"pik_screen_prompts": len(records), "pik_screen_dropped": sum(not r["keep"] for r in records)})
+        path = ctx.run.round_dir(t) / "pik_screen.jsonl"
+        if ctx.main:
+            write_jsonl(path, records)
+        log.info("round %d: the P(IK) probe %s; %d of %d prompts sampled", t,
+                 f"(fitted on {len(targets)} prompts) keeps P(IK) in {cfg.screen}" if stats["pik_probe_fitted"]
+                 else f"is not fitted ({len(targets)} earlier prompts, {cfg.probe_min_prompts} needed)",
+                 len(records) - stats["pik_screen_dropped"], len(records))
+        return path, stats
+
+    def screen_prompts(self, ctx, t, rows):
+        if not self.cfg.probe:
+            return rows
+        keep = {r["prompt_id"] for r in read_jsonl(ctx.run.round_dir(t) / "pik_screen.jsonl") if r["keep"]}
+        kept = [r for r in rows if str(r["id"]) in keep]
+        if not kept:
+            log.warning("round %d: the P(IK) probe screened out every prompt (pik.screen %s)", t, self.cfg.screen)
+        return kept
 
     def filter_groups(self, ctx, t, groups):
         """Grades every prompt's samples, writes round_t/p_hat.jsonl, removes the prompts outside `keep`."""
@@ -161,6 +230,8 @@ class PIK(Method):
         if ctx.main:
             write_jsonl(ctx.run.round_dir(t) / "p_hat.jsonl", records)
         stats = filter_stats(records, f.keep)
+        if self.cfg.probe and ctx.main:
+            stats.update(probe_scores(ctx.run, t))
         log.info("round %d: pik kept %d of %d prompts (p̂ in %s; dropped: %s)", t, len(groups), len(records), f.keep,
                  ", ".join(f"{stats[f'pik_dropped_{k}']} {k}" for k in REASONS))
         return stats
@@ -170,6 +241,56 @@ class PIK(Method):
 
 
 # ------------------------------------------------------------------------------------------- the P(IK) probe
+
+
+def observed_p_hats(run, t: int) -> dict[str, tuple[float, int]]:
+    """Round t's p̂ and sample count per prompt id: from p_hat.jsonl (DPO's filter), else from the GRPO rollouts'
+    `pik` filter records (the first group of each prompt); {} when the round has neither."""
+    path = run.round_dir(t) / "p_hat.jsonl"
+    if path.exists():
+        return {str(r["prompt_id"]): (r["p_hat"], r["samples"]) for r in read_jsonl(path)}
+    path, out = run.round_dir(t) / "rollouts.jsonl", {}
+    counts: dict[str, int] = {}
+    if path.exists():
+        for r in read_jsonl(path):
+            rec = (r.get("filters") or {}).get("pik")
+            if rec is not None:
+                pid = str(r["prompt_id"])
+                counts[pid] = counts.get(pid, 0) + 1
+                out.setdefault(pid, rec["p_hat"])
+    return {pid: (p, counts[pid]) for pid, p in out.items()}
+
+
+def screen_auroc(p_ik: dict[str, float], observed: dict[str, tuple[float, int]]) -> tuple[float | None, float | None]:
+    """(AUROC of P(IK) for each sample being right, AUROC of P(IK) for the prompt's group being mixed) over the
+    prompts with both: a prompt with p̂ of K samples counts p̂·K right samples and (1 − p̂)·K wrong ones, each scored
+    with the prompt's P(IK); ties half. None without both classes."""
+    from selfalign.evaluators.reward_auroc import auroc
+
+    scores, labels, mixed_scores, mixed = [], [], [], []
+    for pid, p in p_ik.items():
+        if p is None or pid not in observed:
+            continue
+        ph, k = observed[pid]
+        right = round(ph * k)
+        scores += [p] * k
+        labels += [True] * right + [False] * (k - right)
+        mixed_scores.append(p)
+        mixed.append(0 < right < k)
+    return (auroc(scores, labels) if scores else None), (auroc(mixed_scores, mixed) if mixed_scores else None)
+
+
+def probe_scores(run, t: int) -> dict:
+    """`pik_probe_auroc` and `pik_probe_auroc_mixed` of round t's screen against round t's p̂ (empty when the round
+    was not screened by a fitted probe)."""
+    path = run.round_dir(t) / "pik_screen.jsonl"
+    if not path.exists():
+        return {}
+    p_ik = {r["prompt_id"]: r["p_ik"] for r in read_jsonl(path) if r["p_ik"] is not None}
+    if not p_ik:
+        return {}
+    a, mixed = screen_auroc(p_ik, observed_p_hats(run, t))
+    return {"pik_probe_auroc": a, "pik_probe_auroc_mixed": mixed}
 
 
 def last_prompt_hidden(model, tokenizer, prompt_texts: list[str], batch_size: int = 32) -> torch.Tensor:

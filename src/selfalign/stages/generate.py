@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from selfalign.artifacts import run_in_chunks, write_jsonl
 from selfalign.context import RoundContext, chunk_seed
-from selfalign.data.prompts import train_rows
 from selfalign.rows import generation
 
 
 def run(ctx: RoundContext, t: int):
     g = ctx.recipe.generation
-    rows = train_rows(ctx.recipe.prompts, t, ctx.store.tokenizer)
+    rows = ctx.methods.train_prompts(ctx, t)
 
     def compute(ci: int, chunk: list[dict]) -> list[dict]:
         samples = ctx.store.sample(t - 1, [r["prompt_text"] for r in chunk], chunk_seed(ctx.recipe.seed, t, "generate",

@@ -17,7 +17,7 @@ def run(ctx: RoundContext, t: int) -> None:
     run_dir = ctx.run
     summary = read_json(run_dir.summary_path) if run_dir.summary_path.exists() else {"rounds": []}
     entry: dict = {"round": t, "eval": read_json(run_dir.round_dir(t) / "eval.json")}
-    stages = ("seed_sft", "eval") if t == 0 else ctx.methods.stages
+    stages = ("seed_sft", *ctx.methods.seed_stages, "eval") if t == 0 else ctx.methods.stages
     seconds = {s: run_dir.stage_info(t, s)["seconds"] for s in stages if run_dir.is_done(t, s)}
     own = {s: s for s in stages if s not in _SECTIONS and s != "eval"}  # methods' stages, under their own names
     for s, section in {**_SECTIONS, **own}.items():
@@ -77,6 +77,8 @@ def sample_table(ctx: RoundContext, t: int) -> list[dict]:
         return [{"prompt": r["prompt"], "response": r["response"],
                  **{f"score/{k}": v for k, v in r["scores"].items()}}
                 for r in read_jsonl(round_dir / "rollouts.jsonl")[-n:]]
+    if not (round_dir / "generations.jsonl").exists():  # a GRPO round that did not train (every prompt screened)
+        return []
     gens = read_jsonl(round_dir / "generations.jsonl")[:n]
     rewards = read_jsonl(round_dir / "rewards.jsonl")[:n]
     return [{"prompt": g["prompt"], "response": g["response"],
