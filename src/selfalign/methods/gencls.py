@@ -112,11 +112,11 @@ class GenCLS(Method):
         cfg, seed = self.cfg, self.recipe.seed
         rows = load_judge_labels(cfg.data, cfg.max_examples + cfg.eval_examples, seed)
         if cfg.responses == "own":
+            import torch
+
             from selfalign.generation import generate
 
             prompts = list(dict.fromkeys(r["prompt"] for r in rows))
-            import torch
-
             torch.manual_seed(seed)
             g = self.recipe.generation
             out = generate(model, tokenizer, prompts, num_samples=cfg.own_samples, temperature=cfg.own_temperature,
@@ -190,8 +190,7 @@ def classifier_quality(model, tokenizer, clf, rows: list[dict], examples: list[d
     labels = shown_labels(clf)
     prompts = [render(clf, r["prompt"], r["response"], examples) for r in rows]
     picked = label_logprobs(model, tokenizer, prompts, labels, clf.batch_size).argmax(-1).tolist()
-    reward = GenCLSReward(model, tokenizer, clf)
-    reward.examples = examples
+    reward = GenCLSReward(model, tokenizer, clf, examples=examples)
     scores = reward.score([{"prompt": r["prompt"]} for r in rows], [r["response"] for r in rows]).scores
     value = dict(zip(clf.labels, reward.values, strict=False))
     top = max(value.values())

@@ -153,9 +153,9 @@ def load_examples(cfg: GenCLSConfig, seed: int) -> list[dict]:
 class GenCLSReward:
     name = "gencls"
 
-    def __init__(self, model, tokenizer, cfg: GenCLSConfig, seed: int = 0):
+    def __init__(self, model, tokenizer, cfg: GenCLSConfig, seed: int = 0, examples: list[dict] | None = None):
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
-        self.examples = load_examples(cfg, seed)
+        self.examples = load_examples(cfg, seed) if examples is None else examples
         self.labels, self.values = shown_labels(cfg), label_values(cfg)
 
     def prompts(self, rows: list[dict], responses: list[str]) -> list[str]:
